@@ -1,0 +1,49 @@
+"""Suite-wide fixtures: real PostgreSQL and Redis, isolated per test by a cache key prefix."""
+
+import uuid
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+
+def pytest_sessionstart(session):
+    """Refuse to run (not skip) without the real services: the suite means nothing on fakes."""
+    problems = []
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        problems.append("DATABASE_URL must point at PostgreSQL (make test sets it).")
+    if not settings.REDIS_URL:
+        problems.append("REDIS_URL must point at Redis (make test sets it).")
+    else:
+        try:
+            get_redis_connection("default").ping()
+        except RedisError as error:
+            problems.append(f"Redis at {settings.REDIS_URL} is unreachable: {error}")
+    if problems:
+        pytest.exit("Test services missing:\n  " + "\n  ".join(problems), returncode=3)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(settings):
+    """Each test gets its own key prefix: buffer, counters and cached stats never leak."""
+    caches = {alias: dict(config) for alias, config in settings.CACHES.items()}
+    caches["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = caches
+    from tracker import services
+
+    services.reset_redis_backoff()
+    yield
+    try:
+        client = get_redis_connection("default")
+        keys = list(client.scan_iter(f"{caches['default']['KEY_PREFIX']}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except RedisError:
+        pass
+
+
+@pytest.fixture
+def postgres_only():
+    assert connection.vendor == "postgresql"

@@ -1,0 +1,59 @@
+"""JSON error responses: every refusal says what to fix, no response ever carries a traceback."""
+
+import logging
+
+from django.http import JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+def api_exception_handler(exc, context) -> Response | None:
+    """DRF errors as {"error": <short>, "message": <what to fix>, "details"?: <field errors>}."""
+    response = exception_handler(exc, context)
+    if response is None:
+        logger.exception("Unhandled error in %s", context.get("view"))
+        return Response({"error": "Internal server error", "message": "The error was logged."}, status=500)
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {
+            "error": "Invalid request",
+            "message": "Fix the fields listed in details.",
+            "details": exc.detail,
+        }
+    elif isinstance(response.data, dict) and "detail" in response.data:
+        response.data = {"error": _short(response.status_code), "message": str(response.data["detail"])}
+    return response
+
+
+def _short(status: int) -> str:
+    return {
+        400: "Bad request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not found",
+        405: "Method not allowed",
+        406: "Not acceptable",
+        413: "Payload too large",
+        415: "Unsupported media type",
+        429: "Rate limit exceeded",
+    }.get(status, "Error")
+
+
+def bad_request(request, exception=None):
+    return JsonResponse({"error": "Bad request", "message": "The request could not be understood."}, status=400)
+
+
+def permission_denied(request, exception=None):
+    return JsonResponse({"error": "Forbidden", "message": "You may not access this resource."}, status=403)
+
+
+def page_not_found(request, exception=None):
+    return JsonResponse(
+        {"error": "Not found", "message": f"No endpoint at {request.path}. See /api/docs/ for the API."}, status=404
+    )
+
+
+def server_error(request):
+    return JsonResponse({"error": "Internal server error", "message": "The error was logged."}, status=500)

@@ -1,0 +1,45 @@
+"""Gunicorn settings shared by the web and limiter roles.
+
+Each role has a two-line config module (gunicorn_web, gunicorn_limiter) so that the
+Procfile and the Kubernetes manifests run the very same command.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+
+def configure(*, role: str, port_variable: str, default_port: int) -> dict:
+    """Return gunicorn settings for a role; sets ROLE and the Prometheus directory first.
+
+    Runs in the gunicorn master before the app is imported, so environment set here
+    is what Django and prometheus_client see in every worker.
+    """
+    os.environ["ROLE"] = role
+    # Several workers share one metrics directory (prometheus_client multiprocess mode).
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", f"/tmp/endpointstats-prometheus-{role}")
+    host = os.environ.get("BIND_HOST", "127.0.0.1")
+    port = os.environ.get(port_variable, str(default_port))
+    return {
+        "bind": f"{host}:{port}",
+        "workers": int(os.environ.get("WEB_CONCURRENCY", "2")),
+        "wsgi_app": "endpointstats.wsgi:application",
+        "accesslog": "-" if os.environ.get("GUNICORN_ACCESS_LOG", "") == "true" else None,
+        "graceful_timeout": int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20")),
+        "timeout": int(os.environ.get("GUNICORN_TIMEOUT", "30")),
+        "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        "proc_name": f"endpointstats-{role}",
+    }
+
+
+def on_starting(server) -> None:
+    """Wipe metrics left by a previous run: stale files would add old counts to new ones."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,230 @@
+"""The one settings module for every role (web, limiter, worker, beat).
+
+Everything that differs between a laptop and a cluster comes from environment
+variables. With no DATABASE_URL / REDIS_URL the product runs on an embedded
+default: SQLite, an in-process cache and Celery tasks run inline.
+"""
+
+import os
+import socket
+import warnings
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str | None = None) -> str:
+    """Read a setting from the environment; a required one (no default) stops startup if missing."""
+    value = os.environ.get(name, default)
+    if value is None:
+        raise ImproperlyConfigured(f"Set the {name} environment variable.")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env(name, "true" if default else "false").strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}.")
+
+
+def env_int(name: str, default: int) -> int:
+    value = env(name, str(default))
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+# --- Role -------------------------------------------------------------------
+# The same code runs as web, limiter, worker or beat; the role picks the URLconf.
+ROLE = env("ROLE", "web")
+ROLES = {"web", "limiter", "worker", "beat"}
+if ROLE not in ROLES:
+    raise ImproperlyConfigured(f"ROLE must be one of {sorted(ROLES)}, not {ROLE!r}.")
+POD_NAME = env("POD_NAME", socket.gethostname())
+
+# --- Core Django ------------------------------------------------------------
+DEBUG = env_bool("DJANGO_DEBUG", False)
+if DEBUG:
+    SECRET_KEY = env("DJANGO_SECRET_KEY", "insecure-development-key-do-not-use-in-production")
+else:
+    SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+    if not SECRET_KEY:
+        raise ImproperlyConfigured(
+            "Set the DJANGO_SECRET_KEY environment variable (any long random string), "
+            "or set DJANGO_DEBUG=true for local development."
+        )
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_prometheus",
+    "tracker",
+    "ratelimit",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Outermost of our own so its timing covers everything below it.
+    "tracker.middleware.RequestTrackingMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = f"endpointstats.urls.{'limiter' if ROLE == 'limiter' else 'web'}"
+WSGI_APPLICATION = "endpointstats.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Data stores ------------------------------------------------------------
+DATABASE_URL = env("DATABASE_URL", "")
+EMBEDDED = not DATABASE_URL
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL or f"sqlite:///{env('SQLITE_PATH', str(BASE_DIR / 'db.sqlite3'))}",
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASE_URL:
+    # A stuck database must not hang a request forever.
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 3)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", "")
+# Short socket timeouts: when Redis is gone the hot path falls back fast instead of hanging.
+REDIS_SOCKET_TIMEOUT = float(env("REDIS_SOCKET_TIMEOUT", "0.5"))
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", "es"),
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+                "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "endpointstats",
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", "es"),
+        }
+    }
+
+# --- Celery -----------------------------------------------------------------
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+# Embedded default: no broker process, so tasks run inline in the caller.
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = "UTC"
+# The beat schedule lives here and only here; beat runs as a singleton role.
+CELERY_BEAT_SCHEDULE = {
+    "drain-events": {  # keeps buffered events flowing into PostgreSQL
+        "task": "tracker.tasks.drain_events_task",
+        "schedule": float(env("DRAIN_INTERVAL_SECONDS", "1.0")),
+        "options": {"expires": 10},
+    },
+}
+
+# --- Tracking ---------------------------------------------------------------
+TRACKING_ENABLED = env_bool("TRACKING_ENABLED", True)
+# Paths (prefixes) and user-agent prefixes that are served but not tracked.
+TRACKING_IGNORE_PATHS = env_list("TRACKING_IGNORE_PATHS", "/health,/metrics,/static/")
+TRACKING_IGNORE_USER_AGENTS = env_list("TRACKING_IGNORE_USER_AGENTS", "kube-probe/,Prometheus/")
+# Distinct endpoints kept; more are counted under TRACKING_OVERFLOW_ENDPOINT.
+TRACKING_MAX_ENDPOINTS = env_int("TRACKING_MAX_ENDPOINTS", 500)
+TRACKING_OVERFLOW_ENDPOINT = "<other>"
+TRACKING_UNMATCHED_ENDPOINT = "<unmatched>"
+TRACKING_USER_AGENT_MAX_LENGTH = 256
+DRAIN_BATCH_SIZE = env_int("DRAIN_BATCH_SIZE", 5000)
+DRAIN_TIME_BUDGET_SECONDS = float(env("DRAIN_TIME_BUDGET_SECONDS", "20"))
+STATS_CACHE_SECONDS = env_int("STATS_CACHE_SECONDS", 5)
+# Proxies in front of the app that append to X-Forwarded-For (0: trust REMOTE_ADDR only).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+
+# --- API --------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "endpointstats.errors.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Endpoint Stats API",
+    "DESCRIPTION": "Tracks every request to an API, keeps per-endpoint statistics and rate-limits clients.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Static files, i18n, logging -------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"  # filled by collectstatic (make run, the image build)
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+PROMETHEUS_EXPORT_MIGRATIONS = False
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,17 @@
+"""URLconf of the web role: the public API, analytics, the admin and the API docs."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("", include("tracker.urls")),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]
+
+handler400 = "endpointstats.errors.bad_request"
+handler403 = "endpointstats.errors.permission_denied"
+handler404 = "endpointstats.errors.page_not_found"
+handler500 = "endpointstats.errors.server_error"

@@ -1,0 +1,9 @@
+"""WSGI entry point for the web and limiter roles (the ROLE variable picks the URLconf)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "endpointstats.settings")
+
+application = get_wsgi_application()

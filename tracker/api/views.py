@@ -1,0 +1,80 @@
+"""The public API of the web role: thin views over tracker.queries and tracker.health."""
+
+import socket
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from redis.exceptions import RedisError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tracker import health, queries
+from tracker.api.serializers import HealthOutput, StatsOutput, WelcomeOutput
+
+WELCOME_MESSAGE = "Welcome to the API Access Tracker"
+WELCOME_CACHE_SECONDS = 60
+
+
+class WelcomeView(APIView):
+    """GET / : a greeting from the pod that served it."""
+
+    @extend_schema(responses=WelcomeOutput)
+    def get(self, request: Request) -> Response:
+        key = f"tracker:welcome:{settings.POD_NAME}"
+        try:
+            message = cache.get(key)
+            if message is None:
+                cache.set(key, WELCOME_MESSAGE, WELCOME_CACHE_SECONDS)
+        except RedisError:
+            message = None
+        body = {
+            "message": message or WELCOME_MESSAGE,
+            "pod": settings.POD_NAME,
+            "timestamp": timezone.now(),
+            "from_cache": message is not None,
+        }
+        return Response(WelcomeOutput(body).data)
+
+
+class StatsView(APIView):
+    """GET /stats : per-endpoint counters, from the cache when warm."""
+
+    @extend_schema(responses=StatsOutput)
+    def get(self, request: Request) -> Response:
+        stats, from_cache = queries.endpoint_stats()
+        return Response(StatsOutput({"endpoints": stats, "from_cache": from_cache}).data)
+
+
+class HealthView(APIView):
+    """GET /health and /health/ready : 200 when the database and Redis answer, else 503.
+
+    /health/ready ignores a Redis outage: the web role keeps serving (events go straight
+    to the database), so taking every pod out of the Service would turn a degraded
+    Redis into a full outage.
+    """
+
+    readiness = False
+
+    @extend_schema(responses={200: HealthOutput, 503: HealthOutput})
+    def get(self, request: Request) -> Response:
+        database, redis = health.database_status(), health.redis_status()
+        healthy = database == "up" and (self.readiness or redis != "down")
+        body = {
+            "status": "healthy" if healthy else "unhealthy",
+            "database": database,
+            "redis": redis,
+            "hostname": socket.gethostname(),
+            "timestamp": timezone.now(),
+        }
+        return Response(HealthOutput(body).data, status=200 if healthy else 503)
+
+
+class HealthLiveView(APIView):
+    """GET /health/live : the process answers (no dependency checked)."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response({"status": "alive", "hostname": socket.gethostname()})

@@ -1,0 +1,34 @@
+"""Who is calling: the client address, which a client must not be able to choose."""
+
+import ipaddress
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's IP address.
+
+    REMOTE_ADDR, unless TRUSTED_PROXY_COUNT proxies sit in front of the app: then the
+    address that the outermost trusted proxy saw, counted from the right of
+    X-Forwarded-For. Entries further left were written by the client and are ignored,
+    so sending your own X-Forwarded-For changes nothing.
+    """
+    address = request.META.get("REMOTE_ADDR") or None
+    hops = settings.TRUSTED_PROXY_COUNT
+    if hops > 0:
+        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        forwarded = [part for part in forwarded if part]
+        if len(forwarded) >= hops:
+            address = forwarded[-hops]
+    return address if _is_ip(address) else None
+
+
+def _is_ip(value: str | None) -> bool:
+    if not value:
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,97 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tracker import buffer, services
+from tracker.models import AccessEvent, EndpointStat
+
+pytestmark = pytest.mark.django_db
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def test_drain_stores_every_buffered_event_once_and_counts_it(make_event):
+    events = [make_event(endpoint="/stats", status_code=200 if i % 4 else 503, is_error=i % 4 == 0) for i in range(40)]
+    services.record_events(events)
+
+    result = services.drain_buffer(batch_size=7)
+
+    assert (result.stored, result.claimed, result.batches) == (40, 40, 6)
+    assert AccessEvent.objects.count() == 40
+    stat = EndpointStat.objects.get(endpoint="/stats")
+    assert (stat.access_count, stat.success_count, stat.error_count) == (40, 30, 10)
+    assert buffer.depth() == {"queued": 0, "processing": 0, "dead": 0}
+
+
+def test_storing_the_same_events_twice_counts_them_once(make_event):
+    events = [make_event(endpoint="/a") for _ in range(5)]
+
+    assert services.store_events(events) == 5
+    assert services.store_events(events) == 0
+
+    assert EndpointStat.objects.get(endpoint="/a").access_count == 5
+    assert AccessEvent.objects.count() == 5
+
+
+def test_a_drain_killed_after_storing_but_before_acknowledging_counts_nothing_twice(make_event):
+    services.record_events([make_event(endpoint="/k") for _ in range(30)])
+
+    claimed = buffer.claim(batch_size=100)  # the worker reads its batch ...
+    services.store_events([services.Event.from_json(p) for p in claimed])  # ... commits it ...
+    # ... and is killed before buffer.acknowledge(). The next drain takes the batch again.
+    services.record_events([make_event(endpoint="/k") for _ in range(3)])
+    result = services.drain_buffer()
+
+    assert result.claimed == 33
+    assert EndpointStat.objects.get(endpoint="/k").access_count == 33
+    assert AccessEvent.objects.filter(endpoint="/k").count() == 33
+
+
+def test_a_drain_killed_before_storing_loses_nothing(make_event):
+    services.record_events([make_event(endpoint="/k") for _ in range(12)])
+
+    buffer.claim(batch_size=5)  # read, then killed: 5 events sit unacknowledged
+    services.drain_buffer(batch_size=5)
+
+    assert EndpointStat.objects.get(endpoint="/k").access_count == 12
+
+
+def test_counters_keep_the_latest_request_as_last(make_event):
+    late = make_event(endpoint="/x", occurred_at=T0 + timedelta(minutes=5), duration_ms=9.0, client_ip="198.51.100.1")
+    early = make_event(endpoint="/x", occurred_at=T0, duration_ms=1.0, client_ip="198.51.100.2")
+    services.store_events([late])
+    services.store_events([early])  # arrives later, happened earlier
+
+    stat = EndpointStat.objects.get(endpoint="/x")
+    assert (stat.last_accessed_at, stat.last_response_time_ms, stat.last_client_ip) == (
+        late.occurred_at,
+        9.0,
+        "198.51.100.1",
+    )
+    assert stat.total_response_time_ms == 10.0
+
+
+def test_endpoints_beyond_the_cap_are_counted_under_one_key(make_event, settings):
+    settings.TRACKING_MAX_ENDPOINTS = 3
+    services.store_events([make_event(endpoint=f"/e{i}") for i in range(10)])
+
+    names = set(EndpointStat.objects.values_list("endpoint", flat=True))
+    assert names == {"/e0", "/e1", "/e2", settings.TRACKING_OVERFLOW_ENDPOINT}
+    assert EndpointStat.objects.get(endpoint=settings.TRACKING_OVERFLOW_ENDPOINT).access_count == 7
+
+
+def test_user_agents_with_tabs_and_newlines_survive_the_copy(make_event):
+    odd = "evil\tagent\nwith \\ backslash"
+    services.store_events([make_event(user_agent=odd, client_ip=None)])
+
+    row = AccessEvent.objects.get()
+    assert (row.user_agent, row.client_ip) == (odd, None)
+
+
+def test_an_undecodable_buffered_event_is_parked_not_dropped(make_event):
+    services.record_events([make_event()])
+    buffer.connection().rpush(buffer.queue_key(), b"{not json")
+
+    result = services.drain_buffer()
+
+    assert (result.stored, result.parked) == (1, 1)
+    assert buffer.connection().lrange(buffer.dead_letter_key(), 0, -1) == [b"{not json"]
