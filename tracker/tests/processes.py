@@ -1,0 +1,107 @@
+"""Real processes for tests: a private redis-server, gunicorn roles, waiting for ports."""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, *, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def http_get(url: str, *, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http only, loopback)
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@contextlib.contextmanager
+def private_redis():
+    """A redis-server of our own on a spare port (never the machine's shared one)."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="es-redis-")
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield port, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def gunicorn(*, env: dict[str, str], role: str = "web", workers: int = 2):
+    """Start a gunicorn role exactly as the Procfile does, on a free loopback port."""
+    port = free_port()
+    metrics_dir = tempfile.mkdtemp(prefix="es-prom-")
+    full_env = {
+        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
+        "BIND_HOST": "127.0.0.1",
+        "WEB_PORT": str(port),
+        "LIMITER_PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        "DJANGO_SECRET_KEY": "test-only",
+        **env,
+    }
+    process = subprocess.Popen(
+        [str(BIN / "gunicorn"), "--config", f"python:endpointstats.gunicorn_{role}"],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    full_env = {**{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}, **env}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=120
+    )

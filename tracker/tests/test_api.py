@@ -1,0 +1,123 @@
+"""The public API's JSON contracts (paths and fields of the reference design)."""
+
+from datetime import datetime
+
+import pytest
+from rest_framework.test import APIClient
+
+from tracker import services
+from tracker.models import EndpointStat
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client():
+    return APIClient()
+
+
+def test_welcome_has_the_reference_fields_and_uses_the_cache(client, settings):
+    first = client.get("/")
+    second = client.get("/")
+
+    assert first.status_code == second.status_code == 200
+    body = first.json()
+    assert set(body) == {"message", "pod", "timestamp", "from_cache"}
+    assert body["message"] == "Welcome to the API Access Tracker"
+    assert body["pod"] == settings.POD_NAME
+    datetime.fromisoformat(body["timestamp"])
+    assert (first.json()["from_cache"], second.json()["from_cache"]) == (False, True)
+
+
+def test_stats_lists_every_endpoint_with_the_reference_fields(client):
+    for _ in range(3):
+        client.get("/")
+    client.get("/no-such-page")
+    services.drain_buffer()
+
+    body = client.get("/stats").json()
+
+    by_name = {row["endpoint"]: row for row in body["endpoints"]}
+    assert set(by_name) == {"/", "<unmatched>"}
+    root = by_name["/"]
+    assert {"endpoint", "access_count", "last_accessed", "response_time", "success_rate", "pod_name"} <= set(root)
+    assert root["access_count"] == 3
+    assert root["success_rate"] == 100.0
+    assert root["response_time"] > 0
+    assert body["from_cache"] is False
+
+
+def test_stats_is_served_from_the_cache_until_the_next_drain(client, django_capture_on_commit_callbacks):
+    client.get("/")
+    services.drain_buffer()
+    assert client.get("/stats").json()["from_cache"] is False
+    assert client.get("/stats").json()["from_cache"] is True
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.drain_buffer()  # stores the two /stats requests: the cached copy is forgotten
+
+    body = client.get("/stats").json()
+    assert body["from_cache"] is False
+    assert {row["endpoint"]: row["access_count"] for row in body["endpoints"]}["/stats"] == 2
+
+
+def test_health_reports_database_and_redis(client):
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"status", "database", "redis", "hostname", "timestamp"}
+    assert (body["status"], body["database"], body["redis"]) == ("healthy", "up", "up")
+
+
+def test_liveness_and_readiness_probes_answer(client):
+    assert client.get("/health/live").json()["status"] == "alive"
+    assert client.get("/health/ready").status_code == 200
+
+
+def test_probes_and_scrapes_are_not_tracked(client):
+    client.get("/health")
+    client.get("/metrics")
+    client.get("/", HTTP_USER_AGENT="kube-probe/1.31")
+
+    services.drain_buffer()
+
+    assert not EndpointStat.objects.exists()
+
+
+def test_metrics_is_prometheus_text(client):
+    client.get("/")
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    assert "endpointstats_events_buffered_total" in text
+    assert 'endpointstats_buffer_events{list="queued"}' in text
+
+
+def test_openapi_schema_describes_the_api(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    assert {"/", "/stats", "/health"} <= set(schema["paths"])
+    assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("get", "/does/not/exist", 404),
+        ("post", "/stats", 405),
+        ("delete", "/", 405),
+        ("put", "/health", 405),
+    ],
+)
+def test_bad_requests_get_a_json_error_not_a_500(client, method, path, status):
+    response = client.generic(method.upper(), path, data="{not json", content_type="application/json")
+
+    assert response.status_code == status
+    body = response.json()
+    assert body["error"] and body["message"]
