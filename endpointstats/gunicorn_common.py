@@ -29,6 +29,8 @@ def configure(*, role: str, port_variable: str, default_port: int) -> dict:
         "timeout": int(os.environ.get("GUNICORN_TIMEOUT", "30")),
         "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         "proc_name": f"endpointstats-{role}",
+        # gunicorn's control socket lives in $HOME: read-only in the cluster, shared by both roles here.
+        "control_socket_disable": True,
     }
 
 
