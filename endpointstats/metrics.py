@@ -32,6 +32,22 @@ class BufferDepthCollector:
         yield family
 
 
+class BackupCollector:
+    """endpointstats_backup_last_success_timestamp_seconds, read at scrape time (absent before the first)."""
+
+    def collect(self):
+        from analytics import backups
+
+        timestamp = backups.last_success_timestamp()
+        if timestamp is None:
+            return
+        yield GaugeMetricFamily(
+            "endpointstats_backup_last_success_timestamp_seconds",
+            "Unix time of the newest successful database backup.",
+            value=timestamp,
+        )
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -42,5 +58,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if settings.ROLE == "web":
         extra = CollectorRegistry()
         extra.register(BufferDepthCollector())
+        extra.register(BackupCollector())
         body += generate_latest(extra)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

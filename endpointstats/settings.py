@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -87,6 +88,8 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     # Outermost of our own so its timing covers everything below it.
     "tracker.middleware.RequestTrackingMiddleware",
+    # Right after tracking, so that its 429s are tracked too; it decides in process_view (needs the route).
+    "ratelimit.middleware.RateLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -172,10 +175,32 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env("DRAIN_INTERVAL_SECONDS", "1.0")),
         "options": {"expires": 10},
     },
+    # Analytics (every task is idempotent or locked, so a duplicate run is harmless).
+    "analytics-aggregate-recent-hours": {  # re-aggregates the last ANALYTICS_REAGGREGATE_HOURS hours
+        "task": "analytics.tasks.aggregate_recent_hours_task",
+        "schedule": crontab(minute=5),
+        "options": {"expires": 3000},
+    },
+    "analytics-aggregate-live": {  # the running hour, so queries read few raw events
+        "task": "analytics.tasks.aggregate_live_task",
+        "schedule": float(env("ANALYTICS_LIVE_AGGREGATION_SECONDS", "60")),
+        "options": {"expires": 50},
+    },
+    "analytics-prune-events": {
+        "task": "analytics.tasks.prune_events_task",
+        "schedule": crontab(hour=3, minute=30),
+        "options": {"expires": 6 * 3600},
+    },
+    "analytics-backup-database": {
+        "task": "analytics.tasks.backup_database_task",
+        "schedule": crontab(hour=2, minute=15),
+        "options": {"expires": 6 * 3600},
+    },
 }
 
 # --- Tracking ---------------------------------------------------------------
-TRACKING_ENABLED = env_bool("TRACKING_ENABLED", True)
+# The web role tracks what it serves; the limiter answers other services and tracks nothing by default.
+TRACKING_ENABLED = env_bool("TRACKING_ENABLED", ROLE == "web")
 # Paths (prefixes) and user-agent prefixes that are served but not tracked.
 TRACKING_IGNORE_PATHS = env_list("TRACKING_IGNORE_PATHS", "/health,/metrics,/static/")
 TRACKING_IGNORE_USER_AGENTS = env_list("TRACKING_IGNORE_USER_AGENTS", "kube-probe/,Prometheus/")
@@ -189,6 +214,37 @@ DRAIN_TIME_BUDGET_SECONDS = float(env("DRAIN_TIME_BUDGET_SECONDS", "20"))
 STATS_CACHE_SECONDS = env_int("STATS_CACHE_SECONDS", 5)
 # Proxies in front of the app that append to X-Forwarded-For (0: trust REMOTE_ADDR only).
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+
+# --- Rate limiting ----------------------------------------------------------
+# Rules: a JSON object from RATE_LIMITS_FILE (a ConfigMap mounted as a directory; re-read
+# when it changes) or else the RATE_LIMITS variable; unset, the reference defaults apply.
+RATE_LIMITS_FILE = env("RATE_LIMITS_FILE", "")
+RATE_LIMITS = env("RATE_LIMITS", "")
+RATE_LIMITS_RELOAD_SECONDS = float(env("RATE_LIMITS_RELOAD_SECONDS", "1"))  # at most one stat() per interval
+# Redis unreachable: let requests through (true, as the reference) or refuse them with 503.
+# django-ratelimit reads the same name for its own (narrower) failure case.
+RATELIMIT_FAIL_OPEN = env_bool("RATELIMIT_FAIL_OPEN", True)
+RATELIMIT_SHADOW = env_bool("RATELIMIT_SHADOW", False)  # dry run everywhere: count, never refuse
+RATELIMIT_EXEMPT_PATHS = env_list("RATELIMIT_EXEMPT_PATHS", "/health,/metrics")  # path prefixes
+
+# --- Analytics --------------------------------------------------------------
+ANALYTICS_COLLECT_MAX_EVENTS = env_int("ANALYTICS_COLLECT_MAX_EVENTS", 1000)  # events per POST /collect
+ANALYTICS_COLLECT_MAX_BYTES = env_int("ANALYTICS_COLLECT_MAX_BYTES", 1024 * 1024)  # larger bodies get a 413
+ANALYTICS_RETENTION_DAYS = env_int("ANALYTICS_RETENTION_DAYS", 30)  # raw events; rollups are kept
+ANALYTICS_PRUNE_BATCH_SIZE = env_int("ANALYTICS_PRUNE_BATCH_SIZE", 10000)
+ANALYTICS_REAGGREGATE_HOURS = env_int("ANALYTICS_REAGGREGATE_HOURS", 3)  # late events are picked up this long
+# The running hour is aggregated every ANALYTICS_LIVE_AGGREGATION_SECONDS up to this long ago (drain lag).
+ANALYTICS_LIVE_AGGREGATION_SECONDS = env_int("ANALYTICS_LIVE_AGGREGATION_SECONDS", 60)
+ANALYTICS_LIVE_LAG_SECONDS = env_int("ANALYTICS_LIVE_LAG_SECONDS", 30)
+ANALYTICS_CACHE_SECONDS = env_int("ANALYTICS_CACHE_SECONDS", 3600)  # merged complete hours, invalidated on change
+# What is stored of a client address: none (as is), truncate (IPv4 /24, IPv6 /48) or hash (keyed).
+ANALYTICS_CLIENT_IP_PRIVACY = env("ANALYTICS_CLIENT_IP_PRIVACY", "none")
+if ANALYTICS_CLIENT_IP_PRIVACY not in {"none", "truncate", "hash"}:
+    raise ImproperlyConfigured("ANALYTICS_CLIENT_IP_PRIVACY must be none, truncate or hash.")
+ANALYTICS_CLIENT_IP_HASH_KEY = env("ANALYTICS_CLIENT_IP_HASH_KEY", SECRET_KEY)
+GEOIP_PATH = env("GEOIP_PATH", "")  # a MaxMind country .mmdb (or its folder); empty: the bundled iptocc data
+BACKUP_DIR = Path(env("BACKUP_DIR", str(BASE_DIR / "backups")))
+BACKUP_KEEP = env_int("BACKUP_KEEP", 7)  # newest backups kept
 
 # --- API --------------------------------------------------------------------
 REST_FRAMEWORK = {

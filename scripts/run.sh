@@ -25,7 +25,7 @@ cat <<MSG
   API         http://127.0.0.1:${WEB_PORT}/          (stats: /stats, health: /health, metrics: /metrics)
   API docs    http://127.0.0.1:${WEB_PORT}/api/docs/
   Admin       http://127.0.0.1:${WEB_PORT}/admin/     (create a user: .venv/bin/python manage.py createsuperuser)
-  Limiter     http://127.0.0.1:${LIMITER_PORT}/health
+  Limiter     http://127.0.0.1:${LIMITER_PORT}/limits   (decide: /check?endpoint=/stats&client_ip=127.0.0.1)
 
 Starting ${processes} - Ctrl-C stops them all.
 MSG

@@ -51,6 +51,8 @@ class AccessEvent(models.Model):
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=256, blank=True, default="")
     pod_name = models.CharField(max_length=253, blank=True, default="")
+    # ISO 3166-1 alpha-2 from client_ip at drain time ('' = unknown/private), before privacy applies.
+    country = models.CharField(max_length=2, blank=True, default="")
     occurred_at = models.DateTimeField()
 
     class Meta:

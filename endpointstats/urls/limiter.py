@@ -1,15 +1,9 @@
-"""URLconf of the limiter role: rate-limit decisions for other callers."""
+"""URLconf of the limiter role: rate-limit decisions for other callers (/check, /limits, /health*, /metrics)."""
 
-from django.urls import path
-
-from endpointstats.metrics import metrics
-from tracker.api.views import HealthLiveView, HealthView
+from django.urls import include, path
 
 urlpatterns = [
-    path("health", HealthView.as_view(), name="health"),
-    path("health/live", HealthLiveView.as_view(), name="health-live"),
-    path("health/ready", HealthView.as_view(readiness=True), name="health-ready"),
-    path("metrics", metrics, name="metrics"),
+    path("", include("ratelimit.urls")),
 ]
 
 handler400 = "endpointstats.errors.bad_request"

@@ -1,0 +1,43 @@
+"""Bearer-token authentication for POST /collect (tokens are created and revoked in the admin)."""
+
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import BasePermission
+
+from analytics import services
+
+
+class TokenCaller:
+    """The authenticated caller of /collect: a service holding an ApiToken, not a Django user."""
+
+    is_authenticated = True
+
+    def __init__(self, token) -> None:
+        self.token = token
+
+
+class ApiTokenAuthentication(BaseAuthentication):
+    """`Authorization: Bearer <token>`; a wrong or revoked token is a 401, never a 403."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        parts = get_authorization_header(request).split()
+        if not parts:
+            return None
+        if parts[0].decode(errors="replace").lower() != self.keyword.lower() or len(parts) != 2:
+            raise AuthenticationFailed("Send the API token as 'Authorization: Bearer <token>'.")
+        row = services.authenticate_token(token=parts[1].decode(errors="replace"))
+        if row is None:
+            raise AuthenticationFailed("The API token is unknown or revoked: ask an admin for a new one.")
+        return TokenCaller(row), row
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+class HasApiToken(BasePermission):
+    message = "Send an API token as 'Authorization: Bearer <token>' (tokens are created in the admin)."
+
+    def has_permission(self, request, view) -> bool:
+        return request.auth is not None

@@ -1,0 +1,120 @@
+"""Input validation for /collect and /analytics/*, and the output shapes (for the API schema)."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import serializers
+
+from analytics import queries
+from tracker.events import Event
+
+CLOCK_SKEW = timedelta(minutes=5)
+PERIOD_CHOICES = list(queries.PERIODS)
+INTERVAL_CHOICES = list(queries.INTERVALS)
+
+
+class CollectEventInput(serializers.Serializer):
+    """One event sent to /collect, with the reference design's fields."""
+
+    endpoint = serializers.CharField(max_length=200)
+    timestamp = serializers.DateTimeField(help_text="ISO 8601; without an offset it is UTC.")
+    response_time = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=86400, help_text="Seconds."
+    )
+    client_ip = serializers.IPAddressField(required=False, allow_null=True, allow_blank=True)
+    user_agent = serializers.CharField(required=False, allow_blank=True, allow_null=True, trim_whitespace=False)
+    pod_name = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=253)
+    is_error = serializers.BooleanField(required=False, default=False)
+
+    def validate_timestamp(self, value):
+        if value > timezone.now() + CLOCK_SKEW:
+            raise serializers.ValidationError("Is in the future; send the time the request was served (UTC).")
+        return value
+
+    @staticmethod
+    def to_event(data: dict) -> Event:
+        seconds = data.get("response_time")
+        return Event(
+            endpoint=data["endpoint"],
+            occurred_at=data["timestamp"],
+            is_error=bool(data.get("is_error")),
+            duration_ms=None if seconds is None else seconds * 1000.0,
+            client_ip=data.get("client_ip") or None,
+            user_agent=(data.get("user_agent") or "")[: settings.TRACKING_USER_AGENT_MAX_LENGTH],
+            pod_name=data.get("pod_name") or "",
+        )
+
+
+class CollectOutput(serializers.Serializer):
+    status = serializers.CharField()
+    accepted = serializers.IntegerField()
+
+
+def _choice(name: str, choices: list[str], default: str) -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=choices,
+        default=default,
+        error_messages={"invalid_choice": f'"{{input}}" is not a valid {name}; use one of: {", ".join(choices)}.'},
+    )
+
+
+class StatsParams(serializers.Serializer):
+    endpoint = serializers.CharField(required=False, max_length=200)
+    period = _choice("period", PERIOD_CHOICES, "24h")
+
+
+class TimeseriesParams(StatsParams):
+    interval = _choice("interval", INTERVAL_CHOICES, "1h")
+
+    def validate(self, attrs):
+        allowed = queries.allowed_intervals(attrs["period"])
+        if attrs["interval"] not in allowed:
+            raise serializers.ValidationError(
+                {"interval": [f"With period {attrs['period']} use one of: {', '.join(allowed)}."]}
+            )
+        return attrs
+
+
+class GeoParams(StatsParams):
+    pass
+
+
+class EndpointStatsOutput(serializers.Serializer):
+    endpoint = serializers.CharField()
+    access_count = serializers.IntegerField()
+    avg_response_time = serializers.FloatField(allow_null=True, help_text="Seconds.")
+    p95_response_time = serializers.FloatField(allow_null=True, help_text="Seconds (within 1.5% for 24h+).")
+    last_accessed = serializers.DateTimeField(allow_null=True)
+    unique_clients = serializers.IntegerField(help_text="Exact under 24h, else a HyperLogLog estimate (~3%).")
+    error_count = serializers.IntegerField()
+
+
+class StatsOutput(serializers.Serializer):
+    period = serializers.CharField()
+    stats = EndpointStatsOutput(many=True)
+
+
+class TimeseriesPointOutput(serializers.Serializer):
+    timestamp = serializers.DateTimeField()
+    endpoint = serializers.CharField(required=False, help_text="Only when no endpoint was asked for.")
+    access_count = serializers.IntegerField()
+    avg_response_time = serializers.FloatField(help_text="Seconds; 0 for an empty bucket.")
+    error_count = serializers.IntegerField()
+
+
+class TimeseriesOutput(serializers.Serializer):
+    period = serializers.CharField()
+    interval = serializers.CharField()
+    timeseries = TimeseriesPointOutput(many=True)
+
+
+class CountryOutput(serializers.Serializer):
+    country_code = serializers.CharField(allow_null=True, help_text="ISO 3166-1 alpha-2; null if unknown/private.")
+    access_count = serializers.IntegerField()
+
+
+class GeoOutput(serializers.Serializer):
+    period = serializers.CharField()
+    endpoint = serializers.CharField(allow_null=True)
+    geo = CountryOutput(many=True)

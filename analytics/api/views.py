@@ -1,0 +1,165 @@
+"""/collect and /analytics/*: thin views over analytics.services and analytics.queries.
+
+Outputs are built as plain dicts (a 30-day series can hold tens of thousands of points and
+DRF serializers would dominate the response time); the Output serializers document them.
+"""
+
+import json
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from analytics import queries, services
+from analytics.api.auth import ApiTokenAuthentication, HasApiToken
+from analytics.api.serializers import (
+    CollectEventInput,
+    CollectOutput,
+    GeoOutput,
+    GeoParams,
+    StatsOutput,
+    StatsParams,
+    TimeseriesOutput,
+    TimeseriesParams,
+)
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The body is too large."
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000.0
+
+
+class CollectView(APIView):
+    """POST /collect : one event (an object) or up to ANALYTICS_COLLECT_MAX_EVENTS (a list).
+
+    All or nothing: if any item is invalid, none is accepted and the 400 names each bad
+    item (by its index) and field. Accepted events go through the tracking buffer and drain.
+    """
+
+    authentication_classes = [ApiTokenAuthentication]
+    permission_classes = [HasApiToken]
+
+    @extend_schema(request=CollectEventInput(many=True), responses={201: CollectOutput})
+    def post(self, request: Request) -> Response:
+        items = _read_items(request)
+        errors, events = {}, []
+        for index, item in enumerate(items):
+            params = CollectEventInput(data=item) if isinstance(item, dict) else None
+            if params is None:
+                errors[str(index)] = {"non_field_errors": ["Each event must be a JSON object."]}
+            elif not params.is_valid():
+                errors[str(index)] = params.errors
+            else:
+                events.append(CollectEventInput.to_event(params.validated_data))
+        if errors:
+            raise ValidationError(errors)
+        accepted = services.collect_events(events=events)
+        return Response({"status": "success", "accepted": accepted}, status=status.HTTP_201_CREATED)
+
+
+def _read_items(request: Request) -> list:
+    limit = settings.ANALYTICS_COLLECT_MAX_BYTES
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if declared.strip():
+        try:
+            too_big = int(declared) > limit
+        except ValueError:
+            raise ParseError("Content-Length is not a number.")
+        if too_big:
+            raise PayloadTooLarge(f"The body is over {limit} bytes: send fewer events per request.")
+    # Read at most one byte past the limit, so a body without Content-Length cannot exhaust memory.
+    body = request._request.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"The body is over {limit} bytes: send fewer events per request.")
+    try:
+        payload = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ParseError("The body is not valid JSON: send an event object or a list of them.")
+    items = [payload] if isinstance(payload, dict) else payload
+    if not isinstance(items, list) or not items:
+        raise ParseError("Send an event object or a non-empty list of them.")
+    maximum = settings.ANALYTICS_COLLECT_MAX_EVENTS
+    if len(items) > maximum:
+        raise ValidationError({"events": [f"At most {maximum} events per request; this one has {len(items)}."]})
+    return items
+
+
+_ENDPOINT = OpenApiParameter("endpoint", str, required=False, description="One endpoint (default: all).")
+_PERIOD = OpenApiParameter("period", str, required=False, enum=list(queries.PERIODS), default="24h")
+
+
+class AnalyticsStatsView(APIView):
+    """GET /analytics/stats?endpoint=&period= : per-endpoint figures over the period."""
+
+    @extend_schema(parameters=[_ENDPOINT, _PERIOD], responses=StatsOutput)
+    def get(self, request: Request) -> Response:
+        params = StatsParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        rows = queries.endpoint_stats(now=timezone.now(), **params.validated_data)
+        stats = [
+            {
+                "endpoint": row.endpoint,
+                "access_count": row.access_count,
+                "avg_response_time": _seconds(row.avg_response_time_ms),
+                "p95_response_time": _seconds(row.p95_response_time_ms),
+                "last_accessed": row.last_accessed_at,
+                "unique_clients": row.unique_clients,
+                "error_count": row.error_count,
+            }
+            for row in rows
+        ]
+        return Response({"period": params.validated_data["period"], "stats": stats})
+
+
+class AnalyticsTimeseriesView(APIView):
+    """GET /analytics/timeseries?endpoint=&period=&interval= : every bucket, empty ones as zeros."""
+
+    @extend_schema(
+        parameters=[
+            _ENDPOINT,
+            _PERIOD,
+            OpenApiParameter("interval", str, required=False, enum=list(queries.INTERVALS), default="1h"),
+        ],
+        responses=TimeseriesOutput,
+    )
+    def get(self, request: Request) -> Response:
+        params = TimeseriesParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        points = queries.timeseries(now=timezone.now(), **params.validated_data)
+        series = []
+        for point in points:
+            item = {"timestamp": point.timestamp}
+            if point.endpoint is not None:
+                item["endpoint"] = point.endpoint
+            item["access_count"] = point.access_count
+            item["avg_response_time"] = _seconds(point.avg_response_time_ms) or 0.0
+            item["error_count"] = point.error_count
+            series.append(item)
+        data = params.validated_data
+        return Response({"period": data["period"], "interval": data["interval"], "timeseries": series})
+
+
+class AnalyticsGeoView(APIView):
+    """GET /analytics/geo?period=&endpoint= : requests per country (the "Endpoint Distribution")."""
+
+    @extend_schema(parameters=[_ENDPOINT, _PERIOD], responses=GeoOutput)
+    def get(self, request: Request) -> Response:
+        params = GeoParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        rows = queries.geo_distribution(now=timezone.now(), **params.validated_data)
+        return Response(
+            {
+                "period": params.validated_data["period"],
+                "endpoint": params.validated_data.get("endpoint"),
+                "geo": [{"country_code": row.country or None, "access_count": row.access_count} for row in rows],
+            }
+        )

@@ -1,0 +1,449 @@
+"""Reads for /analytics: stats, time series and geography over a period, from rollups and raw events.
+
+How a period is answered: periods under a day (1h, 6h) scan raw events (an index range on
+(endpoint, occurred_at) or (occurred_at)). Periods of a day or more start at a whole hour and
+read DailyStat for whole days, HourlyStat for the hours around them (the running hour is aggregated
+every minute), and raw events only after the newest rollup (normally the last minute), so their cost
+does not grow with the length of the period. Merges of complete hours are cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Count
+from redis.exceptions import RedisError
+
+from analytics import sketches
+from analytics.models import DailyStat, GeoStat, HourlyStat
+from tracker.models import AccessEvent
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+PERIODS = {"1h": HOUR, "6h": 6 * HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
+INTERVALS = {"5m": timedelta(minutes=5), "15m": timedelta(minutes=15), "1h": HOUR, "1d": DAY}
+# Fine intervals come from raw events, so they are offered only where that stays cheap.
+RAW_ONLY_INTERVALS = {"5m", "15m"}
+RAW_PERIOD_LIMIT = DAY
+ROLLUP_FROM = DAY  # periods at least this long are answered from rollups
+
+
+@dataclass
+class Summary:
+    """What is known about one endpoint over some time: mergeable, so rollups and raw combine."""
+
+    access_count: int = 0
+    error_count: int = 0
+    total_response_time_ms: float = 0.0
+    timed_count: int = 0
+    last_accessed_at: datetime | None = None
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(sketches.BUCKETS, dtype=np.int64))
+    sketch: np.ndarray = field(default_factory=lambda: np.zeros(sketches.HLL_REGISTERS, dtype=np.uint8))
+    unique_clients: int | None = None  # exact when known (one hour, or raw), else estimated from sketch
+    countries: dict[str, int] = field(default_factory=dict)
+
+    def add_counts(self, *, access, errors, total_ms, timed, last) -> None:
+        self.access_count += access
+        self.error_count += errors
+        self.total_response_time_ms += total_ms or 0.0
+        self.timed_count += timed
+        if last is not None and (self.last_accessed_at is None or last > self.last_accessed_at):
+            self.last_accessed_at = last
+
+    @property
+    def avg_response_time_ms(self) -> float | None:
+        return self.total_response_time_ms / self.timed_count if self.timed_count else None
+
+    @property
+    def p95_response_time_ms(self) -> float | None:
+        return sketches.percentile(self.histogram, 0.95)
+
+    def estimated_clients(self) -> int:
+        return self.unique_clients if self.unique_clients is not None else sketches.estimate_clients(self.sketch)
+
+
+@dataclass(frozen=True)
+class EndpointPeriodStats:
+    endpoint: str
+    access_count: int
+    error_count: int
+    avg_response_time_ms: float | None
+    p95_response_time_ms: float | None
+    last_accessed_at: datetime | None
+    unique_clients: int
+
+
+@dataclass(frozen=True)
+class TimeseriesPoint:
+    timestamp: datetime
+    endpoint: str | None
+    access_count: int
+    error_count: int
+    avg_response_time_ms: float | None
+
+
+@dataclass(frozen=True)
+class CountryCount:
+    country: str
+    access_count: int
+
+
+# --- raw events -------------------------------------------------------------------------------
+
+
+def summarize_events(*, start: datetime, end: datetime, endpoint: str | None = None) -> dict[str, Summary]:
+    """Summaries per endpoint of the raw events in [start, end), exact unique clients included.
+
+    One pass over the range on PostgreSQL (GROUPING SETS), a Python loop elsewhere.
+    """
+    if connection.vendor != "postgresql":
+        return _summarize_in_python(start=start, end=end, endpoint=endpoint)
+    table = AccessEvent._meta.db_table
+    where, params = "occurred_at >= %s AND occurred_at < %s", [start, end]
+    if endpoint is not None:
+        where += " AND endpoint = %s"
+        params.append(endpoint)
+    sql = f"""
+        SELECT endpoint, bucket, country, client_ip::text, GROUPING(bucket, country, client_ip),
+               count(*), count(*) FILTER (WHERE is_error), sum(duration_ms), count(duration_ms),
+               max(occurred_at)
+        FROM (SELECT endpoint, {sketches.BUCKET_SQL} AS bucket, country, client_ip, is_error,
+                     duration_ms, occurred_at
+              FROM {table} WHERE {where}) AS e
+        GROUP BY GROUPING SETS ((endpoint), (endpoint, bucket), (endpoint, country), (endpoint, client_ip))
+    """
+    summaries: dict[str, Summary] = {}
+    clients: dict[str, list[str]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for name, bucket, country, ip, grouping, count, errors, total_ms, timed, last in cursor.fetchall():
+            summary = summaries.get(name) or summaries.setdefault(name, Summary())
+            if grouping == 0b111:  # (endpoint)
+                summary.add_counts(access=count, errors=errors, total_ms=total_ms, timed=timed, last=last)
+            elif grouping == 0b011:  # (endpoint, bucket)
+                if bucket is not None:
+                    summary.histogram[bucket] += count
+            elif grouping == 0b101:  # (endpoint, country)
+                summary.countries[country or ""] = count
+            elif ip is not None:  # (endpoint, client_ip)
+                clients.setdefault(name, []).append(ip.split("/")[0])
+    for name, summary in summaries.items():
+        addresses = clients.get(name, [])
+        summary.unique_clients = len(addresses)
+        summary.sketch = np.frombuffer(sketches.sketch_clients(addresses), dtype=np.uint8)
+    return summaries
+
+
+def _summarize_in_python(*, start, end, endpoint) -> dict[str, Summary]:
+    rows = AccessEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+    if endpoint is not None:
+        rows = rows.filter(endpoint=endpoint)
+    summaries: dict[str, Summary] = {}
+    clients: dict[str, set[str]] = {}
+    fields = ("endpoint", "is_error", "duration_ms", "client_ip", "country", "occurred_at")
+    for name, is_error, duration, ip, country, at in rows.values_list(*fields).iterator():
+        summary = summaries.get(name) or summaries.setdefault(name, Summary())
+        summary.add_counts(access=1, errors=int(is_error), total_ms=duration, timed=duration is not None, last=at)
+        if duration is not None:
+            summary.histogram[sketches.bucket_of(duration)] += 1
+        summary.countries[country or ""] = summary.countries.get(country or "", 0) + 1
+        if ip:
+            clients.setdefault(name, set()).add(ip)
+    for name, summary in summaries.items():
+        addresses = clients.get(name, set())
+        summary.unique_clients = len(addresses)
+        summary.sketch = np.frombuffer(sketches.sketch_clients(addresses), dtype=np.uint8)
+    return summaries
+
+
+# --- periods ----------------------------------------------------------------------------------
+
+
+def floor_time(moment: datetime, step: timedelta) -> datetime:
+    seconds = step.total_seconds()
+    return datetime.fromtimestamp(math.floor(moment.timestamp() / seconds) * seconds, tz=UTC)
+
+
+def rollup_coverage(*, start: datetime) -> tuple[datetime, datetime]:
+    """How far rollups reach from `start`: (end, until).
+
+    HourlyStat rows hold every whole hour in [start, end - 1h) and the newest hour, end - 1h,
+    up to `until` (the hour's end once complete; earlier while it is still running). Raw
+    events answer from `until` on. Hours are aggregated in order (the live and hourly tasks,
+    backfills), so an hour without any row simply had no traffic.
+    """
+    newest = HourlyStat.objects.filter(hour__gte=start).order_by("-hour").values_list("hour", "covered_until").first()
+    if newest is None:
+        return start, start
+    return newest[0] + HOUR, newest[1]
+
+
+ROLLUP_GENERATION_KEY = "analytics:rollup-generation"
+
+
+def forget_cached_rollups() -> None:
+    """Invalidate every cached merge of complete hours (called when a complete hour is rewritten)."""
+    with contextlib.suppress(RedisError):
+        cache.set(ROLLUP_GENERATION_KEY, uuid.uuid4().hex, None)
+
+
+def _complete_hours_summaries(*, start: datetime, end: datetime, endpoint: str | None) -> dict[str, Summary]:
+    """_rollup_summaries of complete hours, cached: they change only when a complete hour is
+    re-aggregated, which replaces the generation in the key (so a hit is never stale)."""
+    key = None
+    with contextlib.suppress(RedisError):
+        generation = cache.get(ROLLUP_GENERATION_KEY)
+        if generation is None:
+            cache.add(ROLLUP_GENERATION_KEY, uuid.uuid4().hex, None)
+            generation = cache.get(ROLLUP_GENERATION_KEY)
+        who = hashlib.sha1((endpoint or "*").encode(), usedforsecurity=False).hexdigest()
+        key = f"analytics:rollup:{generation}:{int(start.timestamp())}:{int(end.timestamp())}:{who}"
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    summaries = _rollup_summaries(start=start, end=end, endpoint=endpoint)
+    if key is not None:
+        with contextlib.suppress(RedisError):
+            cache.set(key, summaries, settings.ANALYTICS_CACHE_SECONDS)
+    return summaries
+
+
+def _rollup_summaries(*, start: datetime, end: datetime, endpoint: str | None) -> dict[str, Summary]:
+    """Merge rollup rows for [start, end) (both whole hours): DailyStat for whole days, else HourlyStat."""
+    first_day = floor_time(start + DAY - timedelta(microseconds=1), DAY)
+    last_day = floor_time(end, DAY)
+    hour_ranges = [(start, end)]
+    day_range = None
+    if first_day < last_day:
+        hour_ranges = [(start, first_day), (last_day, end)]
+        day_range = (first_day.date(), last_day.date())
+    columns = (
+        "endpoint",
+        "access_count",
+        "error_count",
+        "total_response_time_ms",
+        "timed_count",
+        "last_accessed_at",
+        "latency_histogram",
+        "client_sketch",
+    )
+    rows = []
+    for lo, hi in hour_ranges:
+        if lo < hi:
+            qs = HourlyStat.objects.filter(hour__gte=lo, hour__lt=hi)
+            rows += list((qs.filter(endpoint=endpoint) if endpoint else qs).values_list(*columns))
+    if day_range:
+        qs = DailyStat.objects.filter(day__gte=day_range[0], day__lt=day_range[1])
+        rows += list((qs.filter(endpoint=endpoint) if endpoint else qs).values_list(*columns))
+    return merge_rollup_rows(rows)
+
+
+def merge_rollup_rows(rows) -> dict[str, Summary]:
+    """Summaries per endpoint from (endpoint, counts..., histogram, sketch) rollup tuples."""
+    grouped: dict[str, list] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(row)
+    summaries = {}
+    for name, group in grouped.items():
+        summary = Summary()
+        for _, access, errors, total_ms, timed, last, _, _ in group:
+            summary.add_counts(access=access, errors=errors, total_ms=total_ms, timed=timed, last=last)
+        summary.histogram = sketches.merge_histograms(row[6] for row in group)
+        summary.sketch = sketches.merge_sketches(row[7] for row in group)
+        summaries[name] = summary
+    return summaries
+
+
+def _merge_into(target: dict[str, Summary], extra: dict[str, Summary]) -> None:
+    for name, part in extra.items():
+        summary = target.get(name)
+        if summary is None:
+            target[name] = part
+            continue
+        summary.add_counts(
+            access=part.access_count,
+            errors=part.error_count,
+            total_ms=part.total_response_time_ms,
+            timed=part.timed_count,
+            last=part.last_accessed_at,
+        )
+        summary.histogram = summary.histogram + part.histogram
+        summary.sketch = np.maximum(summary.sketch, part.sketch)
+        summary.unique_clients = None  # two parts: only the sketch can combine them
+
+
+def endpoint_stats(*, period: str, now: datetime, endpoint: str | None = None) -> list[EndpointPeriodStats]:
+    """Per-endpoint stats over the last `period` (a key of PERIODS), sorted by endpoint.
+
+    Under a day: exact, from raw events in (now - period, now]. A day or more: from the whole
+    hour that contains now - period, via rollups plus the raw events not aggregated yet; p95 is
+    within 1.5% and unique_clients a HyperLogLog estimate (about 3%) when hours are combined.
+    """
+    length = PERIODS[period]
+    if length < ROLLUP_FROM:
+        summaries = summarize_events(start=now - length, end=now + timedelta(microseconds=1), endpoint=endpoint)
+    else:
+        start = floor_time(now - length, HOUR)
+        end, until = rollup_coverage(start=start)
+        summaries = {}
+        if end > start:
+            summaries = _complete_hours_summaries(start=start, end=end - HOUR, endpoint=endpoint)
+            _merge_into(summaries, _rollup_summaries(start=end - HOUR, end=end, endpoint=endpoint))
+        _merge_into(summaries, summarize_events(start=max(start, until), end=now + HOUR, endpoint=endpoint))
+    return [
+        EndpointPeriodStats(
+            endpoint=name,
+            access_count=s.access_count,
+            error_count=s.error_count,
+            avg_response_time_ms=s.avg_response_time_ms,
+            p95_response_time_ms=s.p95_response_time_ms,
+            last_accessed_at=s.last_accessed_at,
+            unique_clients=s.estimated_clients(),
+        )
+        for name, s in sorted(summaries.items())
+    ]
+
+
+def allowed_intervals(period: str) -> list[str]:
+    if PERIODS[period] > RAW_PERIOD_LIMIT:
+        return [name for name in INTERVALS if name not in RAW_ONLY_INTERVALS]
+    return list(INTERVALS)
+
+
+def timeseries(*, period: str, interval: str, now: datetime, endpoint: str | None = None) -> list[TimeseriesPoint]:
+    """Buckets of `interval` covering the last `period`, oldest first, every bucket present.
+
+    Buckets are aligned to the interval (UTC), the first one is whole. Without an endpoint,
+    each endpoint seen in the period gets every bucket (ordered by time, then endpoint).
+    """
+    step = INTERVALS[interval]
+    first = floor_time(now - PERIODS[period], step)
+    last = floor_time(now, step)
+    counts: dict[tuple[str, datetime], list] = {}  # (endpoint, bucket) -> [access, errors, total_ms, timed]
+    use_rollups = PERIODS[period] >= ROLLUP_FROM and interval not in RAW_ONLY_INTERVALS
+    raw_from = first
+    if use_rollups:
+        end, until = rollup_coverage(start=first)
+        _rollup_buckets(counts, start=first, end=end, step=step, endpoint=endpoint)
+        raw_from = max(first, until)
+    _raw_buckets(counts, start=raw_from, end=last + step, step=step, endpoint=endpoint)
+
+    names = [endpoint] if endpoint else sorted({name for name, _ in counts})
+    points = []
+    moment = first
+    while moment <= last:
+        for name in names:
+            access, errors, total_ms, timed = counts.get((name, moment), (0, 0, 0.0, 0))
+            points.append(
+                TimeseriesPoint(
+                    timestamp=moment,
+                    endpoint=None if endpoint else name,
+                    access_count=access,
+                    error_count=errors,
+                    avg_response_time_ms=total_ms / timed if timed else None,
+                )
+            )
+        moment += step
+    return points
+
+
+def _add(counts, key, access, errors, total_ms, timed) -> None:
+    entry = counts.setdefault(key, [0, 0, 0.0, 0])
+    entry[0] += access
+    entry[1] += errors
+    entry[2] += total_ms or 0.0
+    entry[3] += timed
+
+
+def _rollup_buckets(counts, *, start, end, step, endpoint) -> None:
+    if start >= end:
+        return
+    columns = ("endpoint", "access_count", "error_count", "total_response_time_ms", "timed_count")
+    if step == DAY:
+        day_end = floor_time(end, DAY)
+        days = DailyStat.objects.filter(day__gte=start.date(), day__lt=day_end.date())
+        if endpoint:
+            days = days.filter(endpoint=endpoint)
+        for day, name, *values in days.values_list("day", *columns):
+            _add(counts, (name, datetime(day.year, day.month, day.day, tzinfo=UTC)), *values)
+        start = max(start, day_end)
+    hours = HourlyStat.objects.filter(hour__gte=start, hour__lt=end)
+    if endpoint:
+        hours = hours.filter(endpoint=endpoint)
+    for hour, name, *values in hours.values_list("hour", *columns):
+        _add(counts, (name, floor_time(hour, step)), *values)
+
+
+def _raw_buckets(counts, *, start, end, step, endpoint) -> None:
+    if start >= end:
+        return
+    if connection.vendor != "postgresql":
+        rows = AccessEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+        if endpoint:
+            rows = rows.filter(endpoint=endpoint)
+        for name, at, is_error, duration in rows.values_list("endpoint", "occurred_at", "is_error", "duration_ms"):
+            _add(counts, (name, floor_time(at, step)), 1, int(is_error), duration, duration is not None)
+        return
+    seconds = int(step.total_seconds())
+    where, params = "occurred_at >= %s AND occurred_at < %s", [start, end]
+    if endpoint:
+        where += " AND endpoint = %s"
+        params.append(endpoint)
+    sql = f"""
+        SELECT endpoint, to_timestamp(floor(extract(epoch FROM occurred_at) / {seconds}) * {seconds}) AS bucket,
+               count(*), count(*) FILTER (WHERE is_error), sum(duration_ms), count(duration_ms)
+        FROM {AccessEvent._meta.db_table} WHERE {where} GROUP BY 1, 2
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for name, bucket, *values in cursor.fetchall():
+            _add(counts, (name, bucket), *values)
+
+
+def geo_distribution(*, period: str, now: datetime, endpoint: str | None = None) -> list[CountryCount]:
+    """Requests per country over the last `period`, most first ('' = unknown or private).
+
+    Under a day: exact from raw events. A day or more: whole UTC days from the day that
+    contains now - period, via GeoStat, HourlyStat and the raw events not aggregated yet.
+    """
+    length = PERIODS[period]
+    totals: dict[str, int] = {}
+
+    def add(country: str, count: int) -> None:
+        totals[country or ""] = totals.get(country or "", 0) + count
+
+    if length < ROLLUP_FROM:
+        raw_from = now - length
+    else:
+        start = floor_time(now - length, DAY)
+        boundary, until = rollup_coverage(start=start)
+        boundary_day = floor_time(boundary, DAY)
+        days = GeoStat.objects.filter(day__gte=start.date(), day__lt=boundary_day.date())
+        for country, count in (days.filter(endpoint=endpoint) if endpoint else days).values_list(
+            "country", "access_count"
+        ):
+            add(country, count)
+        hours = HourlyStat.objects.filter(hour__gte=max(start, boundary_day), hour__lt=boundary)
+        for counts in (hours.filter(endpoint=endpoint) if endpoint else hours).values_list("country_counts", flat=True):
+            for country, count in counts.items():
+                add(country, count)
+        raw_from = max(start, until)
+    raw = AccessEvent.objects.filter(occurred_at__gte=raw_from, occurred_at__lte=now)
+    if endpoint:
+        raw = raw.filter(endpoint=endpoint)
+    for country, count in raw.values("country").annotate(n=Count("id")).values_list("country", "n"):
+        add(country, count)
+    return [CountryCount(country=c, access_count=n) for c, n in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def day_of(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()

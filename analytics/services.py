@@ -1,0 +1,322 @@
+"""Writes of analytics: ingest collected events, hourly/daily rollups, retention, API tokens.
+
+Backups live in analytics/backups.py (they run external tools and touch no model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from analytics import queries, sketches
+from analytics.models import ApiToken, DailyStat, GeoStat, HourlyStat
+from tracker import services as tracker_services
+from tracker.events import Event
+from tracker.models import AccessEvent
+
+logger = logging.getLogger(__name__)
+HOUR = timedelta(hours=1)
+TOKEN_PREFIX = "es_"  # noqa: S105 - a label, not a secret
+
+
+# --- /collect ---------------------------------------------------------------------------------
+
+
+def collect_events(*, events: list[Event]) -> int:
+    """Hand validated events to the tracking pipeline (one RPUSH; drained like tracked requests).
+
+    Returns how many were accepted. Never stores directly unless Redis is down (then the
+    pipeline writes them to PostgreSQL itself).
+    """
+    tracker_services.record_events(events)
+    return len(events)
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(*, name: str) -> tuple[ApiToken, str]:
+    """A new active token; returns the row and the token itself, which is not stored anywhere."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken.objects.create(name=name, token_hash=hash_token(token), prefix=token[:10])
+    return row, token
+
+
+def revoke_tokens(*, ids: list[int], now: datetime | None = None) -> int:
+    """Revoke the given tokens (idempotent: an already revoked one keeps its time)."""
+    return ApiToken.objects.filter(pk__in=ids, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
+
+
+def authenticate_token(*, token: str, now: datetime | None = None) -> ApiToken | None:
+    """The active token row for a presented token, or None. Marks it used (at most once a minute)."""
+    if not token:
+        return None
+    row = ApiToken.objects.filter(token_hash=hash_token(token), revoked_at__isnull=True).first()
+    if row is not None:
+        now = now or timezone.now()
+        if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+            ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
+    return row
+
+
+# --- rollups ----------------------------------------------------------------------------------
+
+
+def last_complete_hour(*, now: datetime | None = None) -> datetime:
+    return queries.floor_time(now or timezone.now(), HOUR) - HOUR
+
+
+def retention_cutoff(*, now: datetime | None = None) -> datetime:
+    """Raw events before this are pruned; hours before it can no longer be re-aggregated."""
+    return (now or timezone.now()) - timedelta(days=settings.ANALYTICS_RETENTION_DAYS)
+
+
+class HourTooOld(ValueError):
+    """The hour's raw events may already be pruned: re-aggregating it would shrink its rollup."""
+
+
+@transaction.atomic
+def aggregate_hour(*, hour: datetime, now: datetime | None = None, rebuild_day: bool = True) -> int:
+    """Roll the raw events of [hour, hour + 1h) into HourlyStat, then rebuild that day's
+    DailyStat and GeoStat rows from its HourlyStat rows.
+
+    An hour still running is aggregated up to now - ANALYTICS_LIVE_LAG_SECONDS (rows record
+    that moment in covered_until; raw events answer after it), so it can be called every
+    minute and the raw part of every query stays small.
+    Idempotent: rows are upserted from scratch, so a retry, a late-event re-run or a backfill
+    never double counts; two runs at once serialise on a transaction-level advisory lock.
+    Raises HourTooOld for an hour that starts before the retention cutoff (its raw events may
+    be gone, and the rollup is the only record left). Returns the number of HourlyStat rows.
+    rebuild_day=False leaves the day's rows to a later call (backfills rebuild each day once).
+    """
+    now = now or timezone.now()
+    hour = queries.floor_time(hour, HOUR)
+    if hour < queries.floor_time(retention_cutoff(now=now), HOUR) + HOUR:
+        raise HourTooOld(f"{hour:%Y-%m-%d %H:00} is older than the retention of raw events")
+    until = min(hour + HOUR, now - timedelta(seconds=settings.ANALYTICS_LIVE_LAG_SECONDS))
+    if until <= hour:
+        return 0
+    _advisory_lock("analytics-hour", int(hour.timestamp()))
+    summaries = queries.summarize_events(start=hour, end=until)
+    rows = [
+        HourlyStat(
+            endpoint=name,
+            hour=hour,
+            covered_until=until,
+            access_count=s.access_count,
+            error_count=s.error_count,
+            avg_response_time_ms=s.avg_response_time_ms,
+            p95_response_time_ms=s.p95_response_time_ms,
+            unique_clients=s.unique_clients or 0,
+            last_accessed_at=s.last_accessed_at,
+            total_response_time_ms=s.total_response_time_ms,
+            timed_count=s.timed_count,
+            latency_histogram=sketches.dense_to_blob(s.histogram),
+            client_sketch=s.sketch.tobytes(),
+            country_counts=s.countries,
+        )
+        for name, s in sorted(summaries.items())
+    ]
+    HourlyStat.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["endpoint", "hour"],
+        update_fields=[f.name for f in HourlyStat._meta.concrete_fields if f.name not in {"id", "endpoint", "hour"}],
+    )
+    # Rows of endpoints without events in the window now (only if their raw events vanished).
+    HourlyStat.objects.filter(hour=hour).exclude(endpoint__in=list(summaries)).update(covered_until=until)
+    if rebuild_day:
+        _rebuild_day(day=hour.date())
+    if until == hour + HOUR:
+        # A complete hour changed: cached merges of complete hours are stale from now on.
+        transaction.on_commit(queries.forget_cached_rollups)
+    return len(rows)
+
+
+def aggregate_live(*, now: datetime | None = None) -> int:
+    """The every-minute task: the running hour up to a moment ago, and the previous hour until
+    it is complete (so every hour before the newest one is whole, as queries expect)."""
+    now = now or timezone.now()
+    current = queries.floor_time(now, HOUR)
+    written = 0
+    previous = HourlyStat.objects.filter(hour=current - HOUR).values_list("covered_until", flat=True).first()
+    if previous is None or previous < current:
+        written += aggregate_hour(hour=current - HOUR, now=now)
+    return written + aggregate_hour(hour=current, now=now)
+
+
+def _rebuild_day(*, day: date) -> None:
+    """DailyStat and GeoStat of one day, from its HourlyStat rows (caller holds a transaction)."""
+    _advisory_lock("analytics-day", day.toordinal())
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    columns = (
+        "endpoint",
+        "access_count",
+        "error_count",
+        "total_response_time_ms",
+        "timed_count",
+        "last_accessed_at",
+        "latency_histogram",
+        "client_sketch",
+    )
+    hours = HourlyStat.objects.filter(hour__gte=start, hour__lt=start + timedelta(days=1))
+    summaries = queries.merge_rollup_rows(hours.values_list(*columns))
+    DailyStat.objects.bulk_create(
+        [
+            DailyStat(
+                endpoint=name,
+                day=day,
+                access_count=s.access_count,
+                error_count=s.error_count,
+                total_response_time_ms=s.total_response_time_ms,
+                timed_count=s.timed_count,
+                last_accessed_at=s.last_accessed_at,
+                latency_histogram=sketches.dense_to_blob(s.histogram),
+                client_sketch=np.asarray(s.sketch, dtype=np.uint8).tobytes(),
+            )
+            for name, s in sorted(summaries.items())
+        ],
+        update_conflicts=True,
+        unique_fields=["endpoint", "day"],
+        update_fields=[
+            "access_count",
+            "error_count",
+            "total_response_time_ms",
+            "timed_count",
+            "last_accessed_at",
+            "latency_histogram",
+            "client_sketch",
+        ],
+    )
+    geo: dict[tuple[str, str], int] = {}
+    for name, counts in hours.values_list("endpoint", "country_counts"):
+        for country, count in counts.items():
+            geo[(name, country)] = geo.get((name, country), 0) + count
+    GeoStat.objects.filter(day=day).delete()
+    GeoStat.objects.bulk_create(
+        GeoStat(day=day, endpoint=name, country=country, access_count=count)
+        for (name, country), count in sorted(geo.items())
+    )
+
+
+def _advisory_lock(namespace: str, key: int) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [namespace, key % (2**31)])
+
+
+def aggregate_recent_hours(*, now: datetime | None = None) -> int:
+    """The hourly task: re-aggregate the last ANALYTICS_REAGGREGATE_HOURS complete hours, oldest
+    first, so events that arrived late (buffered, retried, sent to /collect afterwards) count."""
+    now = now or timezone.now()
+    last = last_complete_hour(now=now)
+    total = 0
+    for back in range(settings.ANALYTICS_REAGGREGATE_HOURS - 1, -1, -1):
+        total += aggregate_hour(hour=last - back * HOUR, now=now)
+    return total
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    hours: int
+    rows: int
+    skipped_too_old: int
+
+
+def aggregate_hours(
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime | None = None,
+    progress: Callable[[int, int, datetime, int], None] | None = None,
+) -> BackfillResult:
+    """aggregate_hour for every hour in [start, end), oldest first; hours older than the
+    retention are skipped (their rollups are kept as they are). progress(done, total, hour, rows)."""
+    hours = []
+    moment = queries.floor_time(start, HOUR)
+    while moment < end:
+        hours.append(moment)
+        moment += HOUR
+    rows = skipped = 0
+    for done, hour in enumerate(hours, start=1):
+        last_of_day = done == len(hours) or hours[done].date() != hour.date()
+        try:
+            written = aggregate_hour(hour=hour, now=now, rebuild_day=last_of_day)
+        except HourTooOld:
+            skipped += 1
+            written = 0
+        rows += written
+        if progress:
+            progress(done, len(hours), hour, written)
+    return BackfillResult(hours=len(hours), rows=rows, skipped_too_old=skipped)
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: int
+    batches: int
+    cutoff: datetime
+    slowest_batch_seconds: float
+
+
+def prune_events(
+    *,
+    now: datetime | None = None,
+    batch_size: int | None = None,
+    pause_seconds: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> PruneResult:
+    """Delete raw events older than ANALYTICS_RETENTION_DAYS, in bounded batches.
+
+    Each batch is its own short transaction (row locks on at most batch_size rows, found
+    through the occurred_at index), so inserts and reads carry on meanwhile. On PostgreSQL a
+    plain VACUUM follows, which makes the freed space reusable by new events at once (no
+    table lock, unlike VACUUM FULL), so the table does not grow. Rollups are never touched.
+    Idempotent and safe to run twice at once (both just delete what is left).
+    """
+    cutoff = retention_cutoff(now=now)
+    batch_size = batch_size or settings.ANALYTICS_PRUNE_BATCH_SIZE
+    table = AccessEvent._meta.db_table
+    deleted = batches = 0
+    slowest = 0.0
+    while True:
+        started = time.monotonic()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE id IN "
+                f"(SELECT id FROM {table} WHERE occurred_at < %s ORDER BY occurred_at LIMIT %s)",
+                [cutoff, batch_size],
+            )
+            count = cursor.rowcount
+        slowest = max(slowest, time.monotonic() - started)
+        if count <= 0:
+            break
+        deleted += count
+        batches += 1
+        if progress:
+            progress(deleted, batches)
+        if count < batch_size:
+            break
+        if pause_seconds:
+            time.sleep(pause_seconds)
+    if deleted and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(f"VACUUM (ANALYZE) {table}")
+    return PruneResult(deleted=deleted, batches=batches, cutoff=cutoff, slowest_batch_seconds=slowest)

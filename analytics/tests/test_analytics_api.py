@@ -1,0 +1,146 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from analytics import queries, services
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def now():
+    return timezone.now()
+
+
+def test_stats_for_a_short_period_are_exact_from_raw_events(client, store, event, now):
+    store(
+        event(endpoint="/a", occurred_at=now - timedelta(minutes=10), duration_ms=100.0, client_ip="8.8.8.8"),
+        event(endpoint="/a", occurred_at=now - timedelta(minutes=5), duration_ms=300.0, is_error=True),
+        event(endpoint="/a", occurred_at=now - timedelta(hours=2)),  # outside 1h
+    )
+
+    response = client.get("/analytics/stats", {"period": "1h"})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["period"] == "1h"
+    [row] = body["stats"]
+    assert set(row) == {
+        "endpoint",
+        "access_count",
+        "avg_response_time",
+        "p95_response_time",
+        "last_accessed",
+        "unique_clients",
+        "error_count",
+    }
+    assert (row["endpoint"], row["access_count"], row["error_count"], row["unique_clients"]) == ("/a", 2, 1, 2)
+    assert row["avg_response_time"] == pytest.approx(0.2)
+    assert row["p95_response_time"] == pytest.approx(0.3, rel=0.015)
+
+
+def test_stats_for_a_day_or_more_combine_rollups_and_the_newest_raw_events(client, store, event, now):
+    old_hour = queries.floor_time(now, queries.HOUR) - timedelta(hours=5)
+    store(
+        *[event(endpoint="/a", occurred_at=old_hour + timedelta(minutes=i), client_ip=f"8.8.8.{i}") for i in range(10)]
+    )
+    services.aggregate_hour(hour=old_hour)
+    store(event(endpoint="/a", occurred_at=now - timedelta(minutes=1), client_ip="9.9.9.9"))  # not aggregated yet
+
+    for period in ("24h", "7d", "30d"):
+        [row] = client.get("/analytics/stats", {"period": period, "endpoint": "/a"}).json()["stats"]
+        assert (row["access_count"], row["unique_clients"]) == (11, 11), period
+
+
+def test_an_unknown_period_is_a_400_listing_the_allowed_values(client):
+    response = client.get("/analytics/stats", {"period": "2w"})
+
+    assert response.status_code == 400
+    assert response.json()["details"]["period"] == ['"2w" is not a valid period; use one of: 1h, 6h, 24h, 7d, 30d.']
+
+
+def test_timeseries_has_every_bucket_with_zeros_where_there_was_no_traffic(client, store, event, now):
+    store(event(endpoint="/a", occurred_at=now - timedelta(minutes=1), duration_ms=40.0))
+
+    response = client.get("/analytics/timeseries", {"endpoint": "/a", "period": "1h", "interval": "15m"})
+
+    assert response.status_code == 200
+    series = response.json()["timeseries"]
+    assert len(series) in (4, 5)  # the first bucket starts at a quarter hour, the last holds now
+    assert [point["access_count"] for point in series][:-1] == [0] * (len(series) - 1)
+    assert series[-1]["access_count"] + series[-2]["access_count"] == 1
+    assert set(series[0]) == {"timestamp", "access_count", "avg_response_time", "error_count"}
+    assert series[0]["avg_response_time"] == 0.0
+
+
+def test_timeseries_without_an_endpoint_names_it_in_each_point(client, store, event, now):
+    hour = queries.floor_time(now, queries.HOUR) - timedelta(hours=3)
+    store(event(endpoint="/a", occurred_at=hour), event(endpoint="/b", occurred_at=hour, is_error=True))
+    services.aggregate_hour(hour=hour)
+    store(event(endpoint="/b", occurred_at=now))
+
+    series = client.get("/analytics/timeseries", {"period": "24h", "interval": "1h"}).json()["timeseries"]
+
+    assert {p["endpoint"] for p in series} == {"/a", "/b"}
+    assert len(series) == 2 * 25
+    by_key = {(p["timestamp"], p["endpoint"]): p for p in series}
+    stamp = hour.isoformat().replace("+00:00", "Z")
+    assert (by_key[(stamp, "/b")]["access_count"], by_key[(stamp, "/b")]["error_count"]) == (1, 1)
+    assert sum(p["access_count"] for p in series if p["endpoint"] == "/b") == 2
+
+
+def test_daily_timeseries_reads_daily_rollups(client, store, event, now):
+    day_hour = queries.floor_time(now, queries.DAY) - timedelta(days=2) + timedelta(hours=3)
+    store(*[event(endpoint="/a", occurred_at=day_hour) for _ in range(4)])
+    services.aggregate_hour(hour=day_hour)
+
+    series = client.get("/analytics/timeseries", {"endpoint": "/a", "period": "7d", "interval": "1d"}).json()[
+        "timeseries"
+    ]
+
+    assert len(series) == 8
+    assert [p["access_count"] for p in series].count(4) == 1
+    assert sum(p["access_count"] for p in series) == 4
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({"interval": "2m"}, "interval", '"2m" is not a valid interval; use one of: 5m, 15m, 1h, 1d.'),
+        ({"period": "7d", "interval": "5m"}, "interval", "With period 7d use one of: 1h, 1d."),
+    ],
+)
+def test_an_unknown_or_unfit_interval_is_a_400(client, params, field, message):
+    response = client.get("/analytics/timeseries", params)
+
+    assert response.status_code == 400
+    assert response.json()["details"][field] == [message]
+
+
+def test_geo_counts_requests_per_country_and_private_addresses_have_none(client, store, event, now):
+    hour = queries.floor_time(now, queries.HOUR) - timedelta(hours=2)
+    store(
+        event(endpoint="/a", occurred_at=hour, client_ip="81.2.69.160"),  # GB
+        event(endpoint="/a", occurred_at=hour, client_ip="8.8.8.8"),  # US
+        event(endpoint="/b", occurred_at=hour, client_ip="8.8.4.4"),  # US
+        event(endpoint="/a", occurred_at=hour, client_ip="192.168.1.5"),
+        event(endpoint="/a", occurred_at=hour, client_ip="127.0.0.1"),
+    )
+    services.aggregate_hour(hour=hour)
+    store(event(endpoint="/a", occurred_at=now, client_ip="81.2.69.161"))
+
+    everything = client.get("/analytics/geo", {"period": "7d"}).json()
+    only_a = client.get("/analytics/geo", {"period": "1h", "endpoint": "/a"}).json()
+
+    assert everything == {
+        "period": "7d",
+        "endpoint": None,
+        "geo": [
+            {"country_code": None, "access_count": 2},
+            {"country_code": "GB", "access_count": 2},
+            {"country_code": "US", "access_count": 2},
+        ],
+    }
+    assert only_a["geo"] == [{"country_code": "GB", "access_count": 1}]
+    assert client.get("/analytics/geo", {"period": "1y"}).status_code == 400

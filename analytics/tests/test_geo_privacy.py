@@ -1,0 +1,64 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from analytics import geo, queries, services
+from tracker.models import AccessEvent, EndpointStat
+
+pytestmark = pytest.mark.django_db
+
+
+def test_countries_are_looked_up_offline_and_private_addresses_have_none():
+    addresses = ["81.2.69.160", "8.8.8.8", "2001:4860:4860::8888", "10.1.2.3", "127.0.0.1", "::1", None, "junk"]
+
+    assert geo.countries(addresses) == ["GB", "US", "US", "", "", "", "", ""]
+
+
+@pytest.mark.parametrize(
+    ("address", "stored"),
+    [("81.2.69.160", "81.2.69.0"), ("2001:4860:4860::8888", "2001:4860:4860::"), (None, None)],
+)
+def test_truncation_keeps_the_ipv4_24_and_the_ipv6_48(settings, address, stored):
+    settings.ANALYTICS_CLIENT_IP_PRIVACY = "truncate"
+
+    assert geo.protect(address) == stored
+
+
+def test_hashing_is_keyed_stable_and_keeps_clients_apart(settings):
+    settings.ANALYTICS_CLIENT_IP_PRIVACY = "hash"
+    settings.ANALYTICS_CLIENT_IP_HASH_KEY = "k1"
+    first, again, other = geo.protect("81.2.69.160"), geo.protect("81.2.69.160"), geo.protect("81.2.69.161")
+    settings.ANALYTICS_CLIENT_IP_HASH_KEY = "k2"
+
+    assert first == again != other
+    assert first.startswith("fd") and "81.2.69" not in first
+    assert geo.protect("81.2.69.160") != first
+
+
+@pytest.mark.parametrize("mode", ["truncate", "hash"])
+def test_the_country_is_derived_before_the_address_is_protected(store, event, settings, mode):
+    settings.ANALYTICS_CLIENT_IP_PRIVACY = mode
+    now = timezone.now()
+    store(
+        event(endpoint="/p", occurred_at=now, client_ip="81.2.69.160"),
+        event(endpoint="/p", occurred_at=now, client_ip="8.8.8.8"),
+    )
+
+    stored = dict(AccessEvent.objects.values_list("country", "client_ip"))
+    assert set(stored) == {"GB", "US"}
+    assert "81.2.69.160" not in stored.values() and "8.8.8.8" not in stored.values()
+    assert EndpointStat.objects.get(endpoint="/p").last_client_ip in stored.values()
+    [row] = queries.endpoint_stats(period="1h", now=now + timedelta(seconds=1))
+    assert row.unique_clients == 2  # still two distinct clients
+
+
+def test_truncation_merges_clients_of_one_24_as_documented(store, event, settings):
+    settings.ANALYTICS_CLIENT_IP_PRIVACY = "truncate"
+    now = timezone.now()
+    store(event(occurred_at=now, client_ip="81.2.69.160"), event(occurred_at=now, client_ip="81.2.69.161"))
+
+    [row] = queries.endpoint_stats(period="1h", now=now + timedelta(seconds=1))
+    assert row.unique_clients == 1
+    services.prune_events(now=now)  # nothing old: a no-op
+    assert AccessEvent.objects.count() == 2

@@ -1,0 +1,40 @@
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from analytics import services
+from analytics.models import HourlyStat
+from tracker.models import AccessEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_pruning_deletes_only_raw_events_older_than_the_retention_in_batches(store, event, settings):
+    settings.ANALYTICS_RETENTION_DAYS = 7
+    now = timezone.now()
+    old_hour = services.last_complete_hour(now=now) - timedelta(days=6, hours=20)
+    store(*[event(occurred_at=now - timedelta(days=8, minutes=i)) for i in range(25)])
+    store(*[event(occurred_at=old_hour + timedelta(minutes=i)) for i in range(5)])
+    services.aggregate_hour(hour=old_hour, now=now)
+    kept = set(AccessEvent.objects.filter(occurred_at__gte=now - timedelta(days=7)).values_list("pk", flat=True))
+    calls = []
+
+    result = services.prune_events(now=now, batch_size=10, progress=lambda deleted, batches: calls.append(deleted))
+
+    assert (result.deleted, result.batches) == (25, 3)
+    assert calls == [10, 20, 25]
+    assert set(AccessEvent.objects.values_list("pk", flat=True)) == kept
+    assert HourlyStat.objects.get(hour=old_hour).access_count == 5  # rollups are kept
+    assert services.prune_events(now=now).deleted == 0  # idempotent
+
+
+def test_the_prune_command_says_what_it_did(store, event, settings, capsys):
+    settings.ANALYTICS_RETENTION_DAYS = 1
+    store(event(occurred_at=timezone.now() - timedelta(days=3)))
+
+    call_command("prune_events", batch_size=100)
+
+    assert "Deleted 1 raw event(s) older than" in capsys.readouterr().out
+    assert AccessEvent.objects.count() == 0

@@ -1,0 +1,87 @@
+"""Rate limiting in the web role: per client, per endpoint (the resolved route), shared by every replica.
+
+Sits right after the tracking middleware, so refused requests are tracked too. The decision is
+made in process_view, the first point where the route is known; paths that match no route
+are not limited (they reach no view). Every response of a limited endpoint carries the IETF
+RateLimit-Policy / RateLimit fields (draft-ietf-httpapi-ratelimit-headers-11) and the common
+X-RateLimit-Limit / -Remaining / -Reset (Reset: Unix time in seconds, as GitHub's).
+"""
+
+import math
+import time
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from ratelimit import services
+from ratelimit.services import Decision
+from tracker.clients import client_ip
+from tracker.middleware import endpoint_name
+
+
+class RateLimitMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        decision = getattr(request, "ratelimit_decision", None)
+        # Shadow mode is a dry run: responses stay exactly as without limits. After a Redis
+        # failure the counts are unknown, so nothing is advertised.
+        if decision is not None and decision.usages and not decision.shadow:
+            add_headers(response, decision)
+        return response
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
+        if settings.ROLE != "web" or request.path.startswith(tuple(settings.RATELIMIT_EXEMPT_PATHS)):
+            return None
+        decision = services.check_rate(endpoint=endpoint_name(request), client_ip=client_ip(request))
+        request.ratelimit_decision = decision
+        if decision.outcome == services.LIMITED:
+            return too_many_requests(decision)
+        if not decision.allowed:  # Redis unreachable and RATELIMIT_FAIL_OPEN=false
+            return unavailable()
+        return None
+
+
+def too_many_requests(decision: Decision) -> JsonResponse:
+    usage = decision.binding
+    window = f"{usage.window_seconds} seconds" if usage.window_seconds != 1 else "second"
+    response = JsonResponse(
+        {
+            "error": "Rate limit exceeded",
+            "message": (
+                f"Too many requests to {decision.endpoint}: at most {usage.limit} per {window}. "
+                f"Retry after {decision.retry_after} seconds."
+            ),
+        },
+        status=429,
+    )
+    response["Retry-After"] = str(decision.retry_after)
+    return response
+
+
+def unavailable() -> JsonResponse:
+    response = JsonResponse(
+        {
+            "error": "Rate limiting unavailable",
+            "message": "Requests cannot be counted right now, so they are refused. Retry in a moment.",
+        },
+        status=503,
+    )
+    response["Retry-After"] = str(math.ceil(services.REDIS_RETRY_AFTER_SECONDS))
+    return response
+
+
+def add_headers(response: HttpResponse, decision: Decision) -> None:
+    """IETF draft-11 fields (one item per policy) and the X-RateLimit-* fields of the binding counter."""
+    response["RateLimit-Policy"] = ", ".join(
+        f'"{usage.policy}";q={usage.limit};w={usage.window_seconds}' for usage in decision.usages
+    )
+    response["RateLimit"] = ", ".join(
+        f'"{usage.policy}";r={usage.remaining};t={usage.reset_after}' for usage in decision.usages
+    )
+    binding = decision.binding
+    response["X-RateLimit-Limit"] = str(binding.limit)
+    response["X-RateLimit-Remaining"] = str(binding.remaining)
+    response["X-RateLimit-Reset"] = str(int(time.time()) + binding.reset_after)

@@ -1,0 +1,144 @@
+import threading
+from collections import Counter
+
+import pytest
+from rest_framework.test import APIClient
+
+from ratelimit import services
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("endpointstats.urls.limiter")]
+
+
+@pytest.fixture
+def limiter(settings) -> APIClient:
+    settings.ROLE = "limiter"
+    return APIClient()
+
+
+def test_check_answers_200_with_the_counts_then_429_with_reset_after(limiter, settings, client_ip_far_from_window_end):
+    settings.RATE_LIMITS = {"/stats": 2}
+    ip = client_ip_far_from_window_end(60)
+
+    first, second, third = (limiter.get("/check", {"endpoint": "/stats", "client_ip": ip}) for _ in range(3))
+
+    assert first.status_code == 200
+    reset_after = first.json()["reset_after"]
+    assert 1 <= reset_after <= 60
+    assert first.json() == {"allowed": True, "limit": 2, "current": 1, "remaining": 1, "reset_after": reset_after}
+    assert second.json()["remaining"] == 0
+    assert third.status_code == 429
+    assert third.json() == {"allowed": False, "limit": 2, "current": 3, "reset_after": int(third["Retry-After"])}
+    assert 1 <= int(third["Retry-After"]) <= 60
+
+
+def test_check_shares_its_counters_with_the_web_role(limiter, client, settings, client_ip_far_from_window_end):
+    settings.RATE_LIMITS = {"/": 5}
+    ip = client_ip_far_from_window_end(60)
+    settings.ROLE, settings.ROOT_URLCONF = "web", "endpointstats.urls.web"
+    for _ in range(2):
+        assert client.get("/", REMOTE_ADDR=ip).status_code == 200
+    settings.ROLE, settings.ROOT_URLCONF = "limiter", "endpointstats.urls.limiter"
+
+    answer = limiter.get("/check", {"endpoint": "/", "client_ip": ip})
+
+    assert (answer.json()["current"], answer.json()["remaining"]) == (3, 2)
+
+
+@pytest.mark.urls("endpointstats.urls.web")
+def test_web_sees_counts_made_through_check(client, settings, client_ip_far_from_window_end):
+    settings.RATE_LIMITS = {"/": 2}
+    ip = client_ip_far_from_window_end(60)
+    for _ in range(2):
+        services.check_rate(endpoint="/", client_ip=ip, bounded_endpoint=False)
+
+    assert client.get("/", REMOTE_ADDR=ip).status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "problem"),
+    [
+        ({"client_ip": "203.0.113.7"}, "endpoint", "This field is required."),
+        ({"endpoint": "/stats"}, "client_ip", "This field is required."),
+        ({"endpoint": "/stats", "client_ip": "not-an-ip"}, "client_ip", "Enter a valid IPv4 or IPv6 address."),
+        ({"endpoint": "/stats", "client_ip": "300.1.1.1"}, "client_ip", "Enter a valid IPv4 or IPv6 address."),
+        ({"endpoint": "stats", "client_ip": "203.0.113.7"}, "endpoint", 'An endpoint starts with "/", e.g. /stats.'),
+        (
+            {"endpoint": "/stats", "client_ip": "203.0.113.7", "ip": "1.2.3.4"},
+            "ip",
+            "Unknown parameter; /check takes endpoint and client_ip.",
+        ),
+    ],
+)
+def test_check_refuses_bad_parameters_with_a_400_saying_what_to_fix_and_counts_nothing(limiter, query, field, problem):
+    answer = limiter.get("/check", query)
+
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "Invalid request",
+        "message": "Fix the fields listed in details.",
+        "details": {field: [problem]},
+    }
+    ok = limiter.get("/check", {"endpoint": "/stats", "client_ip": "203.0.113.7"})
+    assert ok.json()["current"] == 1
+
+
+def test_check_is_exact_under_concurrency(limiter, settings, client_ip_far_from_window_end):
+    settings.RATE_LIMITS = {"/": 100}
+    ip = client_ip_far_from_window_end(60, seconds=30)
+    statuses: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(20)
+
+    def send() -> None:
+        caller = APIClient()
+        start.wait()
+        for _ in range(15):
+            status = caller.get("/check", {"endpoint": "/", "client_ip": ip}).status_code
+            with lock:
+                statuses.append(status)
+
+    threads = [threading.Thread(target=send) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert Counter(statuses) == {200: 100, 429: 200}
+
+
+def test_limits_shows_the_rules_in_force(limiter, settings):
+    settings.RATE_LIMITS = {"/": 5, "/search": {"rate": "100/m", "burst": "20/10s", "shadow": True}}
+
+    body = limiter.get("/limits").json()
+
+    assert body["rate_limits"]["/"] == {"rate": "5/m", "limit": 5, "window_seconds": 60, "burst": None, "shadow": False}
+    assert body["rate_limits"]["/search"] == {
+        "rate": "100/m",
+        "limit": 100,
+        "window_seconds": 60,
+        "burst": {"rate": "20/10s", "limit": 20, "window_seconds": 10},
+        "shadow": True,
+    }
+    assert set(body["rate_limits"]) == {"/", "/search", "/stats", "/metrics", "default"}
+    assert (body["source"], body["last_error"], body["shadow"], body["fail_open"]) == ("RATE_LIMITS", None, False, True)
+    assert body["exempt_paths"] == ["/health", "/metrics"]
+
+
+def test_health_checks_redis_only_and_the_probes_answer(limiter):
+    health = limiter.get("/health")
+
+    assert health.status_code == 200
+    assert (health.json()["status"], health.json()["redis"]) == ("healthy", "up")
+    assert "database" not in health.json()
+    assert health.json()["rate_limits"]["default"] == "120/m"
+    assert limiter.get("/health/ready").status_code == 200
+    assert limiter.get("/health/live").status_code == 200
+    assert limiter.get("/metrics").status_code == 200
+
+
+def test_the_limiter_role_does_not_limit_its_own_callers(limiter, settings):
+    settings.RATE_LIMITS = {"default": 1}
+
+    statuses = [limiter.get("/limits").status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 200]
