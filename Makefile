@@ -52,6 +52,10 @@ test: $(STAMP) lint kubectl
 	$(TEST_ENV) $(BIN)/pytest --create-db
 
 bench: $(STAMP)
+	@# bench_web's load generator: wrk (a Debian package) when it can be installed, else a Python client.
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| echo "wrk not installed: bench_web uses its Python load generator"
 	$(TEST_ENV) $(BIN)/python bench/run_all.py
 
 kubectl: $(KUBECTL)

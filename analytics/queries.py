@@ -112,20 +112,21 @@ def summarize_events(*, start: datetime, end: datetime, endpoint: str | None = N
     if endpoint is not None:
         where += " AND endpoint = %s"
         params.append(endpoint)
+    # HyperLogLog registers are computed in SQL (no per-client row leaves the database).
     sql = f"""
-        SELECT endpoint, bucket, country, client_ip::text, GROUPING(bucket, country, client_ip),
+        SELECT endpoint, bucket, country, register, GROUPING(bucket, country, register),
                count(*), count(*) FILTER (WHERE is_error), sum(duration_ms), count(duration_ms),
-               max(occurred_at)
-        FROM (SELECT endpoint, {sketches.BUCKET_SQL} AS bucket, country, client_ip, is_error,
-                     duration_ms, occurred_at
-              FROM {table} WHERE {where}) AS e
-        GROUP BY GROUPING SETS ((endpoint), (endpoint, bucket), (endpoint, country), (endpoint, client_ip))
+               max(occurred_at), max(rank)
+        FROM (SELECT endpoint, {sketches.BUCKET_SQL} AS bucket, country, is_error, duration_ms, occurred_at,
+                     {sketches.HLL_REGISTER_SQL} AS register, {sketches.HLL_RANK_SQL} AS rank
+              FROM (SELECT *, {sketches.HLL_HASH_SQL} AS h FROM {table} WHERE {where}) AS hashed) AS e
+        GROUP BY GROUPING SETS ((endpoint), (endpoint, bucket), (endpoint, country), (endpoint, register))
     """
+    distinct_sql = f"SELECT endpoint, count(DISTINCT client_ip) FROM {table} WHERE {where} GROUP BY endpoint"
     summaries: dict[str, Summary] = {}
-    clients: dict[str, list[str]] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for name, bucket, country, ip, grouping, count, errors, total_ms, timed, last in cursor.fetchall():
+        for name, bucket, country, register, grouping, count, errors, total_ms, timed, last, rank in cursor.fetchall():
             summary = summaries.get(name) or summaries.setdefault(name, Summary())
             if grouping == 0b111:  # (endpoint)
                 summary.add_counts(access=count, errors=errors, total_ms=total_ms, timed=timed, last=last)
@@ -134,12 +135,11 @@ def summarize_events(*, start: datetime, end: datetime, endpoint: str | None = N
                     summary.histogram[bucket] += count
             elif grouping == 0b101:  # (endpoint, country)
                 summary.countries[country or ""] = count
-            elif ip is not None:  # (endpoint, client_ip)
-                clients.setdefault(name, []).append(ip.split("/")[0])
-    for name, summary in summaries.items():
-        addresses = clients.get(name, [])
-        summary.unique_clients = len(addresses)
-        summary.sketch = np.frombuffer(sketches.sketch_clients(addresses), dtype=np.uint8)
+            elif register is not None:  # (endpoint, register)
+                summary.sketch[register] = rank
+        cursor.execute(distinct_sql, params)
+        for name, clients in cursor.fetchall():
+            summaries[name].unique_clients = clients
     return summaries
 
 
@@ -196,7 +196,22 @@ def forget_cached_rollups() -> None:
         cache.set(ROLLUP_GENERATION_KEY, uuid.uuid4().hex, None)
 
 
-def _complete_hours_summaries(*, start: datetime, end: datetime, endpoint: str | None) -> dict[str, Summary]:
+def warm_rollup_cache(*, now: datetime) -> int:
+    """Compute the cached merges the dashboards ask for most (every endpoint, each period of a
+    day or more) if they are not cached yet, so that user requests do not pay for them.
+    Returns how many were computed."""
+    computed = 0
+    for length in PERIODS.values():
+        if length < ROLLUP_FROM:
+            continue
+        start = floor_time(now - length, HOUR)
+        end, _ = rollup_coverage(start=start)
+        if end - HOUR > start:
+            computed += _complete_hours_summaries(start=start, end=end - HOUR, endpoint=None, report=True)
+    return computed
+
+
+def _complete_hours_summaries(*, start: datetime, end: datetime, endpoint: str | None, report: bool = False):
     """_rollup_summaries of complete hours, cached: they change only when a complete hour is
     re-aggregated, which replaces the generation in the key (so a hit is never stale)."""
     key = None
@@ -209,12 +224,12 @@ def _complete_hours_summaries(*, start: datetime, end: datetime, endpoint: str |
         key = f"analytics:rollup:{generation}:{int(start.timestamp())}:{int(end.timestamp())}:{who}"
         cached = cache.get(key)
         if cached is not None:
-            return cached
+            return 0 if report else cached
     summaries = _rollup_summaries(start=start, end=end, endpoint=endpoint)
     if key is not None:
         with contextlib.suppress(RedisError):
             cache.set(key, summaries, settings.ANALYTICS_CACHE_SECONDS)
-    return summaries
+    return 1 if report else summaries
 
 
 def _rollup_summaries(*, start: datetime, end: datetime, endpoint: str | None) -> dict[str, Summary]:

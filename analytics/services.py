@@ -149,14 +149,17 @@ def aggregate_hour(*, hour: datetime, now: datetime | None = None, rebuild_day: 
 
 def aggregate_live(*, now: datetime | None = None) -> int:
     """The every-minute task: the running hour up to a moment ago, and the previous hour until
-    it is complete (so every hour before the newest one is whole, as queries expect)."""
+    it is complete (so every hour before the newest one is whole, as queries expect); then
+    the dashboards' most common merges are cached ahead of their requests."""
     now = now or timezone.now()
     current = queries.floor_time(now, HOUR)
     written = 0
     previous = HourlyStat.objects.filter(hour=current - HOUR).values_list("covered_until", flat=True).first()
     if previous is None or previous < current:
         written += aggregate_hour(hour=current - HOUR, now=now)
-    return written + aggregate_hour(hour=current, now=now)
+    written += aggregate_hour(hour=current, now=now)
+    queries.warm_rollup_cache(now=now)
+    return written
 
 
 def _rebuild_day(*, day: date) -> None:
@@ -227,6 +230,7 @@ def aggregate_recent_hours(*, now: datetime | None = None) -> int:
     total = 0
     for back in range(settings.ANALYTICS_REAGGREGATE_HOURS - 1, -1, -1):
         total += aggregate_hour(hour=last - back * HOUR, now=now)
+    queries.warm_rollup_cache(now=now)
     return total
 
 

@@ -78,6 +78,17 @@ def percentile(dense: np.ndarray, fraction: float) -> float | None:
     return bucket_value(bucket)
 
 
+# PostgreSQL computes the same registers in SQL from its own 64-bit hash of the address
+# (hashtextextended); one database always uses one of the two hashes, so sketches merge.
+HLL_HASH_SQL = "hashtextextended(host(client_ip), 0)"
+_REST_BITS = 64 - HLL_BITS
+HLL_REGISTER_SQL = f"((h >> {_REST_BITS}) & {HLL_REGISTERS - 1})"
+HLL_RANK_SQL = (
+    f"CASE WHEN h & {(1 << _REST_BITS) - 1} = 0 THEN {_REST_BITS + 1} "
+    f"ELSE {_REST_BITS} - floor(ln((h & {(1 << _REST_BITS) - 1})::float8) / ln(2))::int END"
+)
+
+
 def client_hash(address: str) -> int:
     return int.from_bytes(hashlib.blake2b(address.encode(), digest_size=8).digest(), "big")
 

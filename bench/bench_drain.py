@@ -117,7 +117,7 @@ def main() -> int:
             # Re-created every run so it follows the current schema (migrations add columns).
             cursor.execute(f"DROP TABLE IF EXISTS {COPY_TABLE}")
             cursor.execute(f"CREATE TABLE {COPY_TABLE} (LIKE {table} INCLUDING ALL)")
-            cursor.execute(f"SELECT count(*) FROM pg_indexes WHERE tablename = %s", [COPY_TABLE])
+            cursor.execute("SELECT count(*) FROM pg_indexes WHERE tablename = %s", [COPY_TABLE])
             index_count = cursor.fetchone()[0]
         print(f"  generating {EVENTS} events ...", file=sys.stderr, flush=True)
         payloads = [event.to_json() for event in make_events(EVENTS)]

@@ -25,7 +25,43 @@ def machine() -> str:
         pass
     import os
 
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return (
+        f"{platform.node()}: {cpu}, {os.cpu_count()} cores, {memory()}, Python {platform.python_version()}, "
+        f"{service_versions()}"
+    )
+
+
+def memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024**2:.1f} GiB RAM"
+    except (OSError, ValueError):
+        pass
+    return "unknown RAM"
+
+
+def service_versions() -> str:
+    """PostgreSQL and Redis versions of the services the benchmarks use (DATABASE_URL, REDIS_URL)."""
+    import os
+
+    versions = []
+    try:
+        import psycopg2
+
+        with psycopg2.connect(os.environ["DATABASE_URL"], connect_timeout=3) as conn, conn.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            versions.append(f"PostgreSQL {cursor.fetchone()[0].split()[0]}")
+        conn.close()
+    except Exception as error:  # noqa: BLE001 - the header is informative; the benchmarks report real failures
+        versions.append(f"PostgreSQL unknown ({type(error).__name__})")
+    try:
+        import redis
+
+        versions.append(f"Redis {redis.Redis.from_url(os.environ['REDIS_URL']).info('server')['redis_version']}")
+    except Exception as error:  # noqa: BLE001
+        versions.append(f"Redis unknown ({type(error).__name__})")
+    return ", ".join(versions)
 
 
 def main() -> int:

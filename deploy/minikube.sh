@@ -17,7 +17,7 @@ SECRETS_DIR="${ES_SECRETS_DIR:-$ROOT/$OVERLAY_REL/secrets}"
 HOST="endpoint-stats.local"
 KUBECTL="${KUBECTL:-kubectl}"
 
-say() { printf '==> %s\n' "$*"; }
+say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed (${2:-see docs/OPERATIONS.md})"; }
 kc() { "$KUBECTL" --namespace "$NAMESPACE" "$@"; }

@@ -380,3 +380,19 @@ def test_egress_to_the_world_is_never_open_on_all_ports(rendered):
                 peers = rule.get("to")
                 if peers is None or any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in peers):
                     assert rule.get("ports"), f"{overlay} {policy['metadata']['name']}: egress anywhere on any port"
+
+
+@pytest.mark.parametrize("overlay", k8s.OVERLAYS)
+def test_every_service_and_policy_selects_real_pods(rendered, overlay, debug_pod):
+    pods = all_pods(rendered, overlay, debug_pod)
+    for service in k8s.find(rendered[overlay], "Service"):
+        selected = [p for p in pods if k8s.selector_matches({"matchLabels": service["spec"]["selector"]}, p.labels)]
+        assert selected, f"Service {service['metadata']['name']} selects no pod"
+        for port in service["spec"]["ports"]:
+            for pod_template in selected:
+                names = {p.get("name") for c in pod_template.containers(init=False) for p in c.get("ports", [])}
+                assert port["targetPort"] in names, f"Service {service['metadata']['name']}: {port['targetPort']}"
+    for policy in k8s.find(rendered[overlay], "NetworkPolicy"):
+        assert any(k8s.selector_matches(policy["spec"]["podSelector"], p.labels) for p in pods), (
+            f"NetworkPolicy {policy['metadata']['name']} selects no pod"
+        )
