@@ -1,5 +1,6 @@
 """Bearer-token authentication for POST /collect (tokens are created and revoked in the admin)."""
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
@@ -41,3 +42,13 @@ class HasApiToken(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return request.auth is not None
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the bearer token in the OpenAPI schema (/api/docs/)."""
+
+    target_class = "analytics.api.auth.ApiTokenAuthentication"
+    name = "ApiToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A token created in the admin."}

@@ -80,7 +80,7 @@ class GeoParams(StatsParams):
     pass
 
 
-class EndpointStatsOutput(serializers.Serializer):
+class AnalyticsEndpointStatsOutput(serializers.Serializer):
     endpoint = serializers.CharField()
     access_count = serializers.IntegerField()
     avg_response_time = serializers.FloatField(allow_null=True, help_text="Seconds.")
@@ -90,9 +90,9 @@ class EndpointStatsOutput(serializers.Serializer):
     error_count = serializers.IntegerField()
 
 
-class StatsOutput(serializers.Serializer):
+class AnalyticsStatsOutput(serializers.Serializer):
     period = serializers.CharField()
-    stats = EndpointStatsOutput(many=True)
+    stats = AnalyticsEndpointStatsOutput(many=True)
 
 
 class TimeseriesPointOutput(serializers.Serializer):
@@ -103,7 +103,7 @@ class TimeseriesPointOutput(serializers.Serializer):
     error_count = serializers.IntegerField()
 
 
-class TimeseriesOutput(serializers.Serializer):
+class AnalyticsTimeseriesOutput(serializers.Serializer):
     period = serializers.CharField()
     interval = serializers.CharField()
     timeseries = TimeseriesPointOutput(many=True)
@@ -114,7 +114,7 @@ class CountryOutput(serializers.Serializer):
     access_count = serializers.IntegerField()
 
 
-class GeoOutput(serializers.Serializer):
+class AnalyticsGeoOutput(serializers.Serializer):
     period = serializers.CharField()
     endpoint = serializers.CharField(allow_null=True)
     geo = CountryOutput(many=True)

@@ -18,13 +18,13 @@ from rest_framework.views import APIView
 from analytics import queries, services
 from analytics.api.auth import ApiTokenAuthentication, HasApiToken
 from analytics.api.serializers import (
+    AnalyticsGeoOutput,
+    AnalyticsStatsOutput,
+    AnalyticsTimeseriesOutput,
     CollectEventInput,
     CollectOutput,
-    GeoOutput,
     GeoParams,
-    StatsOutput,
     StatsParams,
-    TimeseriesOutput,
     TimeseriesParams,
 )
 
@@ -100,7 +100,7 @@ _PERIOD = OpenApiParameter("period", str, required=False, enum=list(queries.PERI
 class AnalyticsStatsView(APIView):
     """GET /analytics/stats?endpoint=&period= : per-endpoint figures over the period."""
 
-    @extend_schema(parameters=[_ENDPOINT, _PERIOD], responses=StatsOutput)
+    @extend_schema(parameters=[_ENDPOINT, _PERIOD], responses=AnalyticsStatsOutput)
     def get(self, request: Request) -> Response:
         params = StatsParams(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -129,7 +129,7 @@ class AnalyticsTimeseriesView(APIView):
             _PERIOD,
             OpenApiParameter("interval", str, required=False, enum=list(queries.INTERVALS), default="1h"),
         ],
-        responses=TimeseriesOutput,
+        responses=AnalyticsTimeseriesOutput,
     )
     def get(self, request: Request) -> Response:
         params = TimeseriesParams(data=request.query_params)
@@ -151,7 +151,7 @@ class AnalyticsTimeseriesView(APIView):
 class AnalyticsGeoView(APIView):
     """GET /analytics/geo?period=&endpoint= : requests per country (the "Endpoint Distribution")."""
 
-    @extend_schema(parameters=[_ENDPOINT, _PERIOD], responses=GeoOutput)
+    @extend_schema(parameters=[_ENDPOINT, _PERIOD], responses=AnalyticsGeoOutput)
     def get(self, request: Request) -> Response:
         params = GeoParams(data=request.query_params)
         params.is_valid(raise_exception=True)

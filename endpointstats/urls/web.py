@@ -9,7 +9,8 @@ urlpatterns = [
     path("", include("analytics.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # A relative schema URL keeps working behind the Ingress, which serves this app under /api/.
+    path("api/docs/", SpectacularSwaggerView.as_view(url="../schema/"), name="swagger-ui"),
 ]
 
 handler400 = "endpointstats.errors.bad_request"

@@ -1,0 +1,38 @@
+import uuid
+
+import orjson
+import pytest
+
+from tracker import buffer, services
+from tracker.events import Event
+from tracker.models import AccessEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_event_survives_the_buffer_encoding_unchanged(make_event):
+    event = make_event(user_agent='quote " backslash \\ tab \t non-ascii é', duration_ms=None, status_code=None)
+
+    assert Event.from_json(event.to_json()) == event
+    assert Event.from_json(event.to_json().encode()) == event
+
+
+def test_other_spellings_of_an_event_id_are_normalised(make_event):
+    event_id = uuid.uuid4()
+    data = orjson.loads(make_event().to_json())
+    data["event_id"] = str(event_id).upper()
+
+    assert Event.from_json(orjson.dumps(data)).event_id == event_id.hex
+
+
+def test_a_buffered_event_whose_id_is_not_a_string_is_parked_and_the_rest_stored(make_event):
+    data = orjson.loads(make_event().to_json())
+    data["event_id"] = 12345
+    services.record_events([make_event(), make_event()])
+    buffer.connection().rpush(buffer.queue_key(), orjson.dumps(data))
+
+    result = services.drain_buffer()
+
+    assert (result.stored, result.parked) == (2, 1)
+    assert AccessEvent.objects.count() == 2
+    assert buffer.depth() == {"queued": 0, "processing": 0, "dead": 1}
