@@ -209,7 +209,9 @@ TRACKING_MAX_ENDPOINTS = env_int("TRACKING_MAX_ENDPOINTS", 500)
 TRACKING_OVERFLOW_ENDPOINT = "<other>"
 TRACKING_UNMATCHED_ENDPOINT = "<unmatched>"
 TRACKING_USER_AGENT_MAX_LENGTH = 256
-DRAIN_BATCH_SIZE = env_int("DRAIN_BATCH_SIZE", 5000)
+# Larger batches spread the per-batch costs (claim, commit) thinner: 20000 ran ~25% faster than
+# 5000 in bench_drain; the claim holds Redis for a few ms per batch, which bounds it.
+DRAIN_BATCH_SIZE = env_int("DRAIN_BATCH_SIZE", 20000)
 DRAIN_TIME_BUDGET_SECONDS = float(env("DRAIN_TIME_BUDGET_SECONDS", "20"))
 STATS_CACHE_SECONDS = env_int("STATS_CACHE_SECONDS", 5)
 # Proxies in front of the app that append to X-Forwarded-For (0: trust REMOTE_ADDR only).

@@ -21,10 +21,10 @@ def client_ip(request: HttpRequest) -> str | None:
         forwarded = [part for part in forwarded if part]
         if len(forwarded) >= hops:
             address = forwarded[-hops]
-    return address if _is_ip(address) else None
+    return address if is_ip_address(address) else None
 
 
-def _is_ip(value: str | None) -> bool:
+def is_ip_address(value: str | None) -> bool:
     if not value:
         return False
     try:

@@ -72,11 +72,14 @@ def test_counters_keep_the_latest_request_as_last(make_event):
 
 def test_endpoints_beyond_the_cap_are_counted_under_one_key(make_event, settings):
     settings.TRACKING_MAX_ENDPOINTS = 3
-    services.store_events([make_event(endpoint=f"/e{i}") for i in range(10)])
+    # The endpoints seen first keep their own counters; later new ones share the overflow key.
+    services.store_events([make_event(endpoint=f"/e{i}", occurred_at=T0 + timedelta(seconds=i)) for i in range(10)])
+    services.store_events([make_event(endpoint="/e1"), make_event(endpoint="/late")])
 
     names = set(EndpointStat.objects.values_list("endpoint", flat=True))
     assert names == {"/e0", "/e1", "/e2", settings.TRACKING_OVERFLOW_ENDPOINT}
-    assert EndpointStat.objects.get(endpoint=settings.TRACKING_OVERFLOW_ENDPOINT).access_count == 7
+    assert EndpointStat.objects.get(endpoint=settings.TRACKING_OVERFLOW_ENDPOINT).access_count == 8
+    assert EndpointStat.objects.get(endpoint="/e1").access_count == 2
 
 
 def test_user_agents_with_tabs_and_newlines_survive_the_copy(make_event):
@@ -95,3 +98,45 @@ def test_an_undecodable_buffered_event_is_parked_not_dropped(make_event):
 
     assert (result.stored, result.parked) == (1, 1)
     assert buffer.connection().lrange(buffer.dead_letter_key(), 0, -1) == [b"{not json"]
+
+
+def test_a_buffered_event_with_a_wrong_type_is_parked_and_the_rest_of_its_batch_stored(make_event):
+    good = [make_event(endpoint="/ok") for _ in range(4)]
+    services.record_events(good[:2])
+    wrong = make_event(endpoint="/bad").to_json().replace('"status_code":200', '"status_code":"two hundred"')
+    buffer.push([wrong])
+    services.record_events(good[2:])
+
+    result = services.drain_buffer()
+
+    assert (result.stored, result.parked) == (4, 1)
+    assert EndpointStat.objects.get(endpoint="/ok").access_count == 4
+    assert not EndpointStat.objects.filter(endpoint="/bad").exists()
+    assert buffer.connection().lrange(buffer.dead_letter_key(), 0, -1) == [wrong.encode()]
+    assert services.drain_buffer().claimed == 0  # the batch was acknowledged, not retried forever
+
+
+def test_a_payload_spanning_two_lines_cannot_smuggle_a_second_event(make_event):
+    first, second = make_event(endpoint="/one").to_json(), make_event(endpoint="/two").to_json()
+    buffer.push([first + "\n" + second])
+
+    result = services.drain_buffer()
+
+    assert (result.stored, result.parked) == (0, 1)
+    assert not EndpointStat.objects.exists()
+
+
+def test_a_batch_mixing_stored_and_new_events_counts_only_the_new_ones(make_event):
+    old = [make_event(endpoint="/m", occurred_at=T0 + timedelta(seconds=i)) for i in range(5)]
+    new = [
+        make_event(endpoint="/m", occurred_at=T0 + timedelta(minutes=1, seconds=i), duration_ms=7.0) for i in range(5)
+    ]
+    services.store_events(old)
+    services.record_events(old + new)  # a re-delivered batch with fresh events behind it
+
+    result = services.drain_buffer()
+
+    assert (result.claimed, result.stored) == (10, 5)
+    stat = EndpointStat.objects.get(endpoint="/m")
+    assert (stat.access_count, stat.last_accessed_at, stat.last_response_time_ms) == (10, new[-1].occurred_at, 7.0)
+    assert AccessEvent.objects.filter(endpoint="/m").count() == 10
