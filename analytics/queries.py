@@ -241,16 +241,7 @@ def _rollup_summaries(*, start: datetime, end: datetime, endpoint: str | None) -
     if first_day < last_day:
         hour_ranges = [(start, first_day), (last_day, end)]
         day_range = (first_day.date(), last_day.date())
-    columns = (
-        "endpoint",
-        "access_count",
-        "error_count",
-        "total_response_time_ms",
-        "timed_count",
-        "last_accessed_at",
-        "latency_histogram",
-        "client_sketch",
-    )
+    columns = ROLLUP_MERGE_COLUMNS
     rows = []
     for lo, hi in hour_ranges:
         if lo < hi:
@@ -260,6 +251,19 @@ def _rollup_summaries(*, start: datetime, end: datetime, endpoint: str | None) -
         qs = DailyStat.objects.filter(day__gte=day_range[0], day__lt=day_range[1])
         rows += list((qs.filter(endpoint=endpoint) if endpoint else qs).values_list(*columns))
     return merge_rollup_rows(rows)
+
+
+# The rollup columns merge_rollup_rows reads, in its order (HourlyStat and DailyStat share them).
+ROLLUP_MERGE_COLUMNS = (
+    "endpoint",
+    "access_count",
+    "error_count",
+    "total_response_time_ms",
+    "timed_count",
+    "last_accessed_at",
+    "latency_histogram",
+    "client_sketch",
+)
 
 
 def merge_rollup_rows(rows) -> dict[str, Summary]:

@@ -166,18 +166,8 @@ def _rebuild_day(*, day: date) -> None:
     """DailyStat and GeoStat of one day, from its HourlyStat rows (caller holds a transaction)."""
     _advisory_lock("analytics-day", day.toordinal())
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    columns = (
-        "endpoint",
-        "access_count",
-        "error_count",
-        "total_response_time_ms",
-        "timed_count",
-        "last_accessed_at",
-        "latency_histogram",
-        "client_sketch",
-    )
     hours = HourlyStat.objects.filter(hour__gte=start, hour__lt=start + timedelta(days=1))
-    summaries = queries.merge_rollup_rows(hours.values_list(*columns))
+    summaries = queries.merge_rollup_rows(hours.values_list(*queries.ROLLUP_MERGE_COLUMNS))
     DailyStat.objects.bulk_create(
         [
             DailyStat(
@@ -195,15 +185,7 @@ def _rebuild_day(*, day: date) -> None:
         ],
         update_conflicts=True,
         unique_fields=["endpoint", "day"],
-        update_fields=[
-            "access_count",
-            "error_count",
-            "total_response_time_ms",
-            "timed_count",
-            "last_accessed_at",
-            "latency_histogram",
-            "client_sketch",
-        ],
+        update_fields=list(queries.ROLLUP_MERGE_COLUMNS[1:]),
     )
     geo: dict[tuple[str, str], int] = {}
     for name, counts in hours.values_list("endpoint", "country_counts"):
