@@ -261,8 +261,4 @@ def run() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as error:
-        print(f"bench_analytics: {error}", file=sys.stderr)
-        sys.exit(1)
+    benchlib.run_script(main, name="bench_analytics")

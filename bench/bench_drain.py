@@ -170,8 +170,8 @@ def _report(timings: dict[str, list[float]], *, batch_size: int, index_count: in
         "",
         f"{EVENTS} buffered events (20 endpoints, 3000 public client addresses, 2% errors, "
         f"{payload_bytes:.0f} bytes of JSON each) drained by `tracker.services.drain_buffer()` in batches of "
-        f"{batch_size} (claim from Redis, decode, country lookup, COPY to a temp table, INSERT ... ON CONFLICT DO "
-        "NOTHING, one counter upsert per endpoint, acknowledge), next to one plain `COPY` of the same rows into "
+        f"{batch_size} (claim from Redis, decode, country lookup per address, COPY straight into the table, one "
+        "counter upsert per endpoint, commit, acknowledge), next to one plain `COPY` of the same rows into "
         f"a table with the same schema and {index_count} indexes. Tables emptied before each round; "
         f"{ROUNDS} rounds, order alternating.",
         "",
@@ -193,8 +193,4 @@ def _report(timings: dict[str, list[float]], *, batch_size: int, index_count: in
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as error:
-        print(f"bench_drain failed: {error}", file=sys.stderr)
-        sys.exit(1)
+    benchlib.run_script(main, name="bench_drain failed")

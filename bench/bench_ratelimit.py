@@ -7,20 +7,17 @@
    most two round trips.
 2. The limiter role: gunicorn (2 sync workers, the Procfile's command) on a free loopback port,
    GET /check with a rotating client_ip; load from wrk when installed, else Python processes.
-   Run twice side by side, with tracking on (as deployed: the tracking middleware runs in every
-   role) and off, rounds interleaved.
+   Run twice side by side, with tracking off (the limiter's default) and on (TRACKING_ENABLED=true,
+   opt-in), rounds interleaved.
 
 Environment: DATABASE_URL, REDIS_URL (as `make bench` sets them); optional BENCH_RATELIMIT_DECISIONS
 (default 20000), BENCH_RATELIMIT_ROUNDS (default 5), BENCH_RATELIMIT_SECONDS (default 8),
 BENCH_RATELIMIT_CONNECTIONS (default 4), BENCH_LOADGEN=wrk|python.
 """
 
-import http.client
 import json
-import multiprocessing
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,22 +38,18 @@ TARGET_ROUND_TRIPS = 2.0
 # /check load must stay all-200 to be comparable round to round.
 RULES = {"/bench": "100000000/m", "/bench-burst": {"rate": "100000000/m", "burst": "10000000/10s"}}
 
-WRK_SCRIPT = """
+# GET /check with a rotating client_ip, then the shared JSON summary.
+WRK_SCRIPT = (
+    """
 counter = 0
 request = function()
   counter = counter + 1
   local path = string.format("/check?endpoint=/bench&client_ip=10.%d.%d.%d",
     math.floor(counter / 65536) % 256, math.floor(counter / 256) % 256, counter % 256)
   return wrk.format("GET", path)
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non2xx":%d,"socket_errors":%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
+end"""
+    + benchlib.WRK_REPORT_LUA
+)
 
 
 @dataclass(frozen=True)
@@ -169,228 +162,76 @@ def in_process() -> dict:
 
 
 @dataclass(frozen=True)
-class Round:
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    failures: int
-    server_cpu_ms: float = 0.0  # gunicorn master + workers, during the round
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
+class Round(benchlib.LoadRound):
     @property
     def cpu_us_per_request(self) -> float:
         """Less sensitive to a busy machine than req/s: CPU spent, not time waited."""
         return 1000 * self.server_cpu_ms / self.requests if self.requests else float("nan")
 
 
-class LimiterServer:
-    """gunicorn --config python:endpointstats.gunicorn_limiter on a free loopback port."""
-
-    def __init__(self, *, tracking: bool, database_url: str, key_prefix: str, workdir: Path):
-        self.tracking = tracking
-        self.port = benchlib.free_port()
-        name = "on" if tracking else "off"
-        self.log_path = workdir / f"limiter-{name}.log"
-        env = os.environ | {
-            "DATABASE_URL": database_url,
-            "CACHE_KEY_PREFIX": key_prefix,
-            "LIMITER_PORT": str(self.port),
-            "BIND_HOST": "127.0.0.1",
-            "WEB_CONCURRENCY": "2",
-            "TRACKING_ENABLED": "true" if tracking else "false",
-            "RATE_LIMITS": json.dumps(RULES),
-            "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"prometheus-{name}"),
-            "POD_NAME": "bench-limiter",
-            "GUNICORN_ACCESS_LOG": "false",
-            "LOG_LEVEL": "WARNING",
-        }
-        env.pop("DJANGO_SETTINGS_MODULE", None)
-        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "python:endpointstats.gunicorn_limiter"],
-            cwd=benchlib.ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if _get(self.port, "/health/live") == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise BenchError(f"limiter on port {self.port} did not answer within {timeout:.0f}s:\n{self.log_tail()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the master and its workers so far (Linux /proc)."""
-        pids = [self.process.pid]
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == self.process.pid:  # fields[1] is the parent pid
-                pids.append(int(stat.parent.name))
-        total = 0.0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-        return total
-
-    def log_tail(self) -> str:
-        self.log.flush()
-        return "".join(self.log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-
-def _get(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
-def run_wrk(*, port: int, seconds: float, script: Path) -> Round:
-    result = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{CONNECTIONS}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-    )
-    summary = next((line for line in result.stdout.splitlines() if line.startswith("{")), None)
-    if result.returncode != 0 or summary is None:
-        raise BenchError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    data = json.loads(summary)
-    return Round(
-        requests=data["requests"],
-        seconds=data["duration_us"] / 1e6,
-        p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        failures=data["non2xx"] + data["socket_errors"],
+def limiter_server(*, tracking: bool, database_url: str, key_prefix: str, workdir: Path) -> benchlib.GunicornRole:
+    """gunicorn --config python:endpointstats.gunicorn_limiter with the bench's RULES."""
+    return benchlib.GunicornRole(
+        role="limiter",
+        name="limiter",
+        tracking=tracking,
+        database_url=database_url,
+        key_prefix=key_prefix,
+        workdir=workdir,
+        env={"RATE_LIMITS": json.dumps(RULES), "POD_NAME": "bench-limiter"},
     )
 
 
-def _python_client(args: tuple[int, float, int]) -> tuple[list[float], int]:
-    port, seconds, offset = args
-    latencies, failures, n = [], 0, offset
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        n += 1
-        started = time.perf_counter()
-        try:
-            status = _get(port, f"/check?endpoint=/bench&client_ip=10.3.{(n // 256) % 256}.{n % 256}")
-        except OSError:
-            failures += 1
-            continue
-        if status == 200:
-            latencies.append(time.perf_counter() - started)
-        else:
-            failures += 1
-    return latencies, failures
-
-
-def run_python(*, port: int, seconds: float) -> Round:
-    started = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(CONNECTIONS) as pool:
-        results = pool.map(_python_client, [(port, seconds, i * 100_000) for i in range(CONNECTIONS)])
-    elapsed = time.perf_counter() - started
-    latencies = sorted(value for values, _ in results for value in values)
-    return Round(
-        requests=len(latencies),
-        seconds=elapsed,
-        p50_ms=benchlib.percentile(latencies, 0.50) * 1000,
-        p99_ms=benchlib.percentile(latencies, 0.99) * 1000,
-        failures=sum(failures for _, failures in results),
-    )
+def check_path(n: int) -> str:
+    """The n-th /check request of the Python load client: a rotating client address."""
+    return f"/check?endpoint=/bench&client_ip=10.3.{(n // 256) % 256}.{n % 256}"
 
 
 def limiter_role(*, database_url: str, prefixes: dict[bool, str]) -> tuple[dict[bool, list[Round]], bool]:
-    use_wrk = os.environ.get("BENCH_LOADGEN", "wrk") == "wrk" and shutil.which("wrk") is not None
+    use_wrk = benchlib.use_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="bench-ratelimit-"))
     script = workdir / "check.lua"
     script.write_text(WRK_SCRIPT)
     servers = {
-        tracking: LimiterServer(tracking=tracking, database_url=database_url, key_prefix=prefix, workdir=workdir)
+        tracking: limiter_server(tracking=tracking, database_url=database_url, key_prefix=prefix, workdir=workdir)
         for tracking, prefix in prefixes.items()
     }
-    rounds: dict[bool, list[Round]] = {True: [], False: []}
 
-    def load(server: LimiterServer, seconds: float) -> Round:
+    def load(server: benchlib.GunicornRole, seconds: float) -> Round:
         cpu_before = server.cpu_seconds()
         if use_wrk:
-            result = run_wrk(port=server.port, seconds=seconds, script=script)
+            result = benchlib.run_wrk(
+                url=server.url, seconds=seconds, connections=CONNECTIONS, script=script, result_type=Round
+            )
         else:
-            result = run_python(port=server.port, seconds=seconds)
+            result = benchlib.run_python(
+                port=server.port, seconds=seconds, connections=CONNECTIONS, path=check_path, result_type=Round
+            )
         return replace(result, server_cpu_ms=1000 * (server.cpu_seconds() - cpu_before))
 
     try:
-        for server in servers.values():
-            server.wait_ready()
-        for server in servers.values():
-            load(server, 2.0)  # warm-up
-        for index in range(ROUNDS):
-            order = (True, False) if index % 2 == 0 else (False, True)
-            for tracking in order:
-                result = load(servers[tracking], SECONDS)
-                if result.failures:
-                    raise BenchError(f"{result.failures} failed /check request(s) (tracking {_mode(tracking)})")
-                rounds[tracking].append(result)
-                print(
-                    f"  /check round {index + 1} tracking {_mode(tracking):3}: {result.rps:7.0f} req/s, "
-                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
-                    f"gunicorn CPU {result.cpu_us_per_request:.0f} us/req",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        rounds = benchlib.interleaved_rounds(
+            servers,
+            load=load,
+            rounds=ROUNDS,
+            seconds=SECONDS,
+            warmup_seconds=2.0,
+            progress="  /check round {round} tracking {mode:3}: {result.rps:7.0f} req/s, "
+            "p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+            "gunicorn CPU {result.cpu_us_per_request:.0f} us/req",
+            failure="{result.failures} failed /check request(s) (tracking {mode})",
+        )
     except BenchError:
         for server in servers.values():
-            print(f"--- limiter (tracking {_mode(server.tracking)}) log ---\n{server.log_tail()}", file=sys.stderr)
+            print(
+                f"--- limiter (tracking {benchlib.mode(server.tracking)}) log ---\n{server.log_tail()}", file=sys.stderr
+            )
         raise
     finally:
         for server in servers.values():
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return rounds, use_wrk
-
-
-def _mode(tracking: bool) -> str:
-    return "on" if tracking else "off"
 
 
 # --- Report --------------------------------------------------------------------------
@@ -432,7 +273,7 @@ def report(results: dict, rounds: dict[bool, list[Round]], *, use_wrk: bool) -> 
         "",
         f"**Limiter role** `GET /check` under gunicorn (2 sync workers, `endpointstats.gunicorn_limiter`), "
         f"load {loadgen}, {ROUNDS} rounds of {SECONDS:.0f} s per mode, interleaved; a new TCP connection per "
-        "request; tracking on is as deployed (the tracking middleware also runs in the limiter role).",
+        "request; tracking off is the limiter's default, on is the opt-in `TRACKING_ENABLED=true`.",
         "",
         "| round | tracking | req/s | p50 ms | p99 ms | gunicorn CPU µs/req |",
         "|---|---|---:|---:|---:|---:|",
@@ -445,7 +286,7 @@ def report(results: dict, rounds: dict[bool, list[Round]], *, use_wrk: bool) -> 
     for tracking in (True, False):
         rs = rounds[tracking]
         lines.append(
-            f"| **median** | **{_mode(tracking)}** | **{benchlib.median([r.rps for r in rs]):.0f}** | "
+            f"| **median** | **{benchlib.mode(tracking)}** | **{benchlib.median([r.rps for r in rs]):.0f}** | "
             f"**{benchlib.median([r.p50_ms for r in rs]):.2f}** | **{benchlib.median([r.p99_ms for r in rs]):.2f}** | "
             f"**{benchlib.median([r.cpu_us_per_request for r in rs]):.0f}** |"
         )
@@ -494,8 +335,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as error:
-        print(f"bench_ratelimit: {error}", file=sys.stderr)
-        sys.exit(1)
+    benchlib.run_script(main, name="bench_ratelimit")

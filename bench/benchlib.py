@@ -1,17 +1,26 @@
-"""Helpers shared by the bench_*.py scripts: the bench database, Django set-up, small statistics.
+"""Helpers shared by the bench_*.py scripts: the bench database, Django set-up, small statistics,
+gunicorn roles under load (wrk or Python clients), report pieces and the script entry point.
 
 Benchmarks never write into the database that DATABASE_URL names (the developer's data):
 they use a sibling database "<name>_bench", created and migrated on demand, and their own
 Redis key prefix, removed at the end.
 """
 
+import http.client
+import json
+import multiprocessing
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn, TypeVar
 from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,3 +126,293 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
+
+
+def mode(tracking: bool) -> str:
+    """ "on" or "off": how reports and progress lines name a tracking mode."""
+    return "on" if tracking else "off"
+
+
+def run_script(main: Callable[[], int], *, name: str) -> NoReturn:
+    """Run a benchmark's main() as a script: exit with its return code, or print "<name>: <error>"
+    on stderr and exit 1 when it raises BenchError (no traceback for an expected failure)."""
+    try:
+        sys.exit(main())
+    except BenchError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+# --- Processes and HTTP --------------------------------------------------------------
+
+
+def http_get(port: int, path: str) -> int:
+    """GET http://127.0.0.1:<port><path> on a new connection; the response status (body read and dropped).
+
+    Raises OSError when the server cannot be reached or the 10 s timeout passes."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc); 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its direct children so far (gunicorn: master + workers)."""
+    pids = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:  # fields[1] is the parent pid
+            pids.append(int(stat.parent.name))
+    return sum(process_cpu_seconds(child) for child in pids)
+
+
+class GunicornRole:
+    """One role of the app under gunicorn (the Procfile's command, 2 sync workers) on a free loopback port.
+
+    role "web" or "limiter" picks endpointstats.gunicorn_<role> and the <ROLE>_PORT variable. The
+    server uses the given database and CACHE_KEY_PREFIX, TRACKING_ENABLED=<tracking>, its own
+    Prometheus directory and its own log file "<name>-on|off.log" in workdir; `env` adds or
+    overrides variables. Call wait_ready() before loading it and stop() always.
+    """
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        name: str,
+        tracking: bool,
+        database_url: str,
+        key_prefix: str,
+        workdir: Path,
+        env: dict[str, str],
+    ):
+        self.name = name
+        self.tracking = tracking
+        self.port = free_port()
+        self.key_prefix = key_prefix
+        self.log_path = workdir / f"{name}-{mode(tracking)}.log"
+        process_env = os.environ | {
+            "DATABASE_URL": database_url,
+            "CACHE_KEY_PREFIX": key_prefix,
+            f"{role.upper()}_PORT": str(self.port),
+            "BIND_HOST": "127.0.0.1",
+            "WEB_CONCURRENCY": "2",
+            "TRACKING_ENABLED": "true" if tracking else "false",
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"prometheus-{mode(tracking)}"),
+            "GUNICORN_ACCESS_LOG": "false",
+            "LOG_LEVEL": "WARNING",
+        }
+        process_env |= env
+        process_env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", f"python:endpointstats.gunicorn_{role}"],
+            cwd=ROOT,
+            env=process_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Return once /health/live answers 200; BenchError (with the log tail) if gunicorn exits or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if http_get(self.port, "/health/live") == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise BenchError(f"{self.name} on port {self.port} did not answer within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the master and its workers so far (Linux /proc)."""
+        return process_tree_cpu_seconds(self.process.pid)
+
+    def log_tail(self) -> str:
+        """The last 30 lines of the server's log."""
+        self.log.flush()
+        return "".join(self.log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])
+
+    def stop(self) -> None:
+        """Terminate (kill after 20 s) and close the log; safe to call when it already exited."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+# --- Load generators -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadRound:
+    """What one load run measured; scripts subclass it to add their own figures."""
+
+    requests: int  # successful responses received
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    failures: int  # non-2xx responses and socket errors
+    server_cpu_ms: float = 0.0  # CPU time of the gunicorn processes during the round
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+R = TypeVar("R", bound=LoadRound)
+
+# The end of every wrk script: wrk prints one JSON line when done (latencies in microseconds).
+WRK_REPORT_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non2xx":%d,"socket_errors":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def use_wrk() -> bool:
+    """Load with wrk unless BENCH_LOADGEN=python or wrk is not installed."""
+    return os.environ.get("BENCH_LOADGEN", "wrk") == "wrk" and shutil.which("wrk") is not None
+
+
+def run_wrk(*, url: str, seconds: float, connections: int, script: Path, result_type: type[R] = LoadRound) -> R:
+    """wrk with 1 thread and `connections` connections for `seconds` (whole, at least 1) against url.
+
+    script must end with WRK_REPORT_LUA. BenchError if wrk fails or prints no summary."""
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
+    summary = next((line for line in result.stdout.splitlines() if line.startswith("{")), None)
+    if result.returncode != 0 or summary is None:
+        raise BenchError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    data = json.loads(summary)
+    return result_type(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        failures=data["non2xx"] + data["socket_errors"],
+    )
+
+
+def _python_client(args: tuple[int, float, int, str | Callable[[int], str], int]) -> tuple[list[float], int]:
+    """One client process: sequential GETs (a new connection each: gunicorn's sync workers close it)."""
+    port, seconds, max_requests, path, offset = args
+    latencies, failures, n = [], 0, offset
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline and len(latencies) + failures < max_requests:
+        n += 1
+        started = time.perf_counter()
+        try:
+            status = http_get(port, path if isinstance(path, str) else path(n))
+        except OSError:
+            failures += 1
+            continue
+        if status == 200:
+            latencies.append(time.perf_counter() - started)
+        else:
+            failures += 1
+    return latencies, failures
+
+
+def run_python(
+    *,
+    port: int,
+    seconds: float,
+    connections: int,
+    path: str | Callable[[int], str] = "/",
+    max_requests: int | None = None,
+    result_type: type[R] = LoadRound,
+) -> R:
+    """Load from `connections` forked client processes until `seconds` pass or `max_requests` are sent.
+
+    path is fixed, or a module-level function of the request number (process i numbers its
+    requests from i * 100000 + 1). With max_requests the total is exact: the processes split it
+    and the last takes the remainder. Only 200 responses count as requests."""
+    counts = [10**9] * connections
+    if max_requests is not None:
+        per_process = -(-max_requests // connections)
+        counts = [per_process] * connections
+        counts[-1] = max_requests - per_process * (connections - 1)
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(connections) as pool:
+        results = pool.map(
+            _python_client, [(port, seconds, count, path, i * 100_000) for i, count in enumerate(counts)]
+        )
+    elapsed = time.perf_counter() - started
+    latencies = sorted(value for values, _ in results for value in values)
+    return result_type(
+        requests=len(latencies),
+        seconds=elapsed,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        failures=sum(failures for _, failures in results),
+    )
+
+
+def interleaved_rounds(
+    servers: dict[bool, GunicornRole],
+    *,
+    load: Callable[[GunicornRole, float], R],
+    rounds: int,
+    seconds: float,
+    warmup_seconds: float,
+    progress: str,
+    failure: str,
+) -> dict[bool, list[R]]:
+    """Tracking on against off: wait for both servers, warm each up, then `rounds` rounds of `seconds`
+    per mode, alternating which mode goes first (on,off / off,on ...) so slow drift on a shared
+    machine hits both alike. Returns the rounds per mode (tracking True/False), in order.
+
+    After each round prints `progress` on stderr; a round with any failed request raises
+    BenchError(`failure`). Both are str.format templates with {round} (1-based), {mode} and {result}.
+    """
+    for server in servers.values():
+        server.wait_ready()
+    for server in servers.values():
+        load(server, warmup_seconds)
+    results: dict[bool, list[R]] = {True: [], False: []}
+    for index in range(rounds):
+        order = (True, False) if index % 2 == 0 else (False, True)
+        for tracking in order:
+            result = load(servers[tracking], seconds)
+            fields = {"round": index + 1, "mode": mode(tracking), "result": result}
+            if result.failures:
+                raise BenchError(failure.format(**fields))
+            results[tracking].append(result)
+            print(progress.format(**fields), file=sys.stderr, flush=True)
+    return results
