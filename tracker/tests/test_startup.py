@@ -70,29 +70,23 @@ def test_a_cold_start_of_two_workers_on_an_empty_database_never_fails(empty_post
     assert sum(float(value) for value in served) == 40
 
 
-def test_without_debug_a_missing_secret_key_stops_startup_with_a_message():
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"DJANGO_DEBUG": "false"}, "Set the DJANGO_SECRET_KEY environment variable"),
+        ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG must be true or false"),
+        ({"DJANGO_SECRET_KEY": "x", "ROLE": "api"}, "ROLE must be one of"),
+    ],
+)
+def test_a_missing_or_invalid_setting_stops_startup_with_a_message_naming_it(environment, message):
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "endpointstats.settings", "DJANGO_DEBUG": "false"},
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "endpointstats.settings", **environment},
         capture_output=True,
         text=True,
         timeout=60,
     )
 
     assert result.returncode != 0
-    assert "Set the DJANGO_SECRET_KEY environment variable" in result.stderr
-
-
-def test_an_invalid_setting_names_the_variable():
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "endpointstats.settings", "DJANGO_DEBUG": "maybe"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    assert result.returncode != 0
-    assert "DJANGO_DEBUG must be true or false" in result.stderr
+    assert message in result.stderr
