@@ -136,8 +136,8 @@ def drain_buffer(*, batch_size: int | None = None, time_budget_seconds: float | 
 def _store_batch(payloads: list[bytes]) -> tuple[int, datetime | None, list[bytes]]:
     """Store one claimed batch: (events newly stored, oldest event time, payloads to park).
 
-    PostgreSQL reads the JSON itself (no Python object per event). If any payload is
-    unreadable the batch is retried one event at a time, so only the bad ones are parked.
+    On PostgreSQL see _store_payloads. If any payload is unreadable, the batch is stored
+    one event at a time instead, so only the bad ones are parked and the rest is kept.
     """
     if connection.vendor == "postgresql":
         try:
