@@ -1,12 +1,15 @@
 """Suite-wide fixtures: real PostgreSQL and Redis, isolated per test by a cache key prefix."""
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from django.conf import settings
 from django.db import connection
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
+
+from tracker.events import Event
 
 
 def pytest_sessionstart(session):
@@ -54,3 +57,23 @@ def rate_limits_in_shadow_mode(settings):
 @pytest.fixture
 def postgres_only():
     assert connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def make_event():
+    """Build an Event with sensible defaults; override any field by keyword."""
+
+    def build(**fields) -> Event:
+        defaults = {
+            "endpoint": "/",
+            "occurred_at": datetime(2026, 3, 1, 10, 0, tzinfo=UTC),
+            "method": "GET",
+            "status_code": 200,
+            "duration_ms": 1.5,
+            "client_ip": "203.0.113.7",
+            "user_agent": "pytest",
+            "pod_name": "web-0",
+        }
+        return Event(**(defaults | fields))
+
+    return build

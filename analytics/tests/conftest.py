@@ -1,5 +1,3 @@
-from datetime import UTC, datetime
-
 import pytest
 from rest_framework.test import APIClient
 
@@ -19,17 +17,18 @@ def store():
 
 
 @pytest.fixture
-def event():
+def event(make_event):
+    """make_event with analytics' defaults: a public address (it has a country) and 10 ms."""
+
     def build(**fields) -> Event:
         defaults = {
             "endpoint": "/items",
-            "occurred_at": datetime(2026, 3, 1, 10, 0, tzinfo=UTC),
-            "method": "GET",
-            "status_code": 200,
             "duration_ms": 10.0,
             "client_ip": "81.2.69.160",
+            "user_agent": "",
+            "pod_name": "",
         }
-        return Event(**(defaults | fields))
+        return make_event(**(defaults | fields))
 
     return build
 

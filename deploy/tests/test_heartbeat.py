@@ -2,7 +2,6 @@
 the file the probes read; the probe command of the manifests passes while they run and fails after."""
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploy.tests import k8s
-from tracker.tests.processes import free_port, http_get, private_redis
+from tracker.tests.processes import free_port, http_get, private_redis, stop_process_group
 
 CELERY = str(Path(sys.executable).parent / "celery")
 
@@ -50,13 +49,7 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_process_group(process, timeout=30)
 
 
 @pytest.fixture

@@ -90,14 +90,19 @@ def gunicorn(*, env: dict[str, str], role: str = "web", workers: int = 2):
         wait_for_port(port, process=process)
         yield f"http://127.0.0.1:{port}", process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process, timeout=15)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def stop_process_group(process: subprocess.Popen, *, timeout: float) -> None:
+    """SIGTERM a process started with start_new_session=True and its children; SIGKILL after timeout."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
