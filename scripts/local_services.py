@@ -40,6 +40,8 @@ def ensure_database(name: str) -> str | None:
 
 
 def main() -> None:
+    if os.environ.get("EMBEDDED", "") not in {"", "0", "false"}:
+        return  # `make run EMBEDDED=1`: the embedded default even where PostgreSQL and Redis answer
     database = sys.argv[1] if len(sys.argv) > 1 else "endpointstats"
     redis_db = sys.argv[2] if len(sys.argv) > 2 else "0"
     if not os.environ.get("DATABASE_URL") and reachable(PG_PORT):
