@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/shellcheck deploy/minikube.sh
+	$(BIN)/shellcheck deploy/minikube.sh scripts/run.sh .ci/run
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
