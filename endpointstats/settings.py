@@ -42,6 +42,14 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
 
 
+def env_float(name: str, default: float) -> float:
+    value = env(name, str(default))
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
@@ -136,7 +144,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", "")
 # Short socket timeouts: when Redis is gone the hot path falls back fast instead of hanging.
-REDIS_SOCKET_TIMEOUT = float(env("REDIS_SOCKET_TIMEOUT", "0.5"))
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.5)
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -172,7 +180,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "drain-events": {  # keeps buffered events flowing into PostgreSQL
         "task": "tracker.tasks.drain_events_task",
-        "schedule": float(env("DRAIN_INTERVAL_SECONDS", "1.0")),
+        "schedule": env_float("DRAIN_INTERVAL_SECONDS", 1.0),
         "options": {"expires": 10},
     },
     # Analytics (every task is idempotent or locked, so a duplicate run is harmless).
@@ -183,7 +191,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "analytics-aggregate-live": {  # the running hour, so queries read few raw events
         "task": "analytics.tasks.aggregate_live_task",
-        "schedule": float(env("ANALYTICS_LIVE_AGGREGATION_SECONDS", "60")),
+        "schedule": env_float("ANALYTICS_LIVE_AGGREGATION_SECONDS", 60),
         "options": {"expires": 50},
     },
     "analytics-prune-events": {
@@ -212,7 +220,7 @@ TRACKING_USER_AGENT_MAX_LENGTH = 256
 # Larger batches spread the per-batch costs (claim, commit) thinner: 20000 ran ~25% faster than
 # 5000 in bench_drain; the claim holds Redis for a few ms per batch, which bounds it.
 DRAIN_BATCH_SIZE = env_int("DRAIN_BATCH_SIZE", 20000)
-DRAIN_TIME_BUDGET_SECONDS = float(env("DRAIN_TIME_BUDGET_SECONDS", "20"))
+DRAIN_TIME_BUDGET_SECONDS = env_float("DRAIN_TIME_BUDGET_SECONDS", 20)
 STATS_CACHE_SECONDS = env_int("STATS_CACHE_SECONDS", 5)
 # Proxies in front of the app that append to X-Forwarded-For (0: trust REMOTE_ADDR only).
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
@@ -222,7 +230,7 @@ TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 # when it changes) or else the RATE_LIMITS variable; unset, the reference defaults apply.
 RATE_LIMITS_FILE = env("RATE_LIMITS_FILE", "")
 RATE_LIMITS = env("RATE_LIMITS", "")
-RATE_LIMITS_RELOAD_SECONDS = float(env("RATE_LIMITS_RELOAD_SECONDS", "1"))  # at most one stat() per interval
+RATE_LIMITS_RELOAD_SECONDS = env_float("RATE_LIMITS_RELOAD_SECONDS", 1)  # at most one stat() per interval
 # Redis unreachable: let requests through (true, as the reference) or refuse them with 503.
 # django-ratelimit reads the same name for its own (narrower) failure case.
 RATELIMIT_FAIL_OPEN = env_bool("RATELIMIT_FAIL_OPEN", True)
