@@ -4,7 +4,8 @@ A reliable queue: the web role appends with one RPUSH; the drain atomically move
 batch to a processing list, stores it, then deletes that list (the acknowledgement).
 A drain that dies before acknowledging leaves its batch in the processing list, and
 the next drain takes that batch again first: at-least-once delivery, made exact by
-the idempotent insert keyed by event id.
+the idempotent insert keyed by event id. The acknowledgement deletes only the batch its
+drain claimed, so a drain that stalled past its lock cannot delete the next one.
 """
 
 from django.core.cache import cache
@@ -58,9 +59,24 @@ def claim(*, batch_size: int) -> list[bytes]:
     return script(keys=[queue_key(), processing_key()], args=[batch_size])
 
 
-def acknowledge() -> None:
-    """Forget the claimed batch: call only after it is committed to the database."""
-    connection().delete(processing_key())
+# Delete the processing list only if it still holds the batch this drain claimed (same first
+# payload: every payload carries a unique event id). A drain that stalled past its lock must
+# not delete the next batch, which another drain may be storing right now.
+_ACKNOWLEDGE_SCRIPT = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def acknowledge(batch: list[bytes]) -> bool:
+    """Forget the claimed batch: call only after it is committed to the database.
+
+    Returns False if the batch was already acknowledged (by a drain that took over).
+    """
+    if not batch:
+        return False
+    script = connection().register_script(_ACKNOWLEDGE_SCRIPT)
+    return bool(script(keys=[processing_key()], args=[batch[0]]))
 
 
 def park(payloads: list[bytes]) -> None:

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 # After a failed push, skip Redis for this long: a dead Redis then costs requests
 # nothing instead of a connection attempt each.
 REDIS_RETRY_AFTER_SECONDS = 2.0
+# The drain's lock lives this long past its last batch: a worker killed mid-drain delays the next
+# drain by at most this much. A batch slower than this lets a second drain in, which is safe
+# (it re-claims the same unacknowledged batch, and storing is idempotent), only wasted work.
+DRAIN_LOCK_SECONDS = 15.0
 _redis_retry_at = 0.0
 
 
@@ -96,7 +100,7 @@ def drain_buffer(*, batch_size: int | None = None, time_budget_seconds: float | 
     """
     batch_size = batch_size or settings.DRAIN_BATCH_SIZE
     budget = settings.DRAIN_TIME_BUDGET_SECONDS if time_budget_seconds is None else time_budget_seconds
-    lock = buffer.drain_lock(timeout=max(60.0, budget * 2))
+    lock = buffer.drain_lock(timeout=DRAIN_LOCK_SECONDS)
     if not lock.acquire():
         return DrainResult(stored=0, claimed=0, parked=0, batches=0)
     stored = claimed = parked = batches = 0
@@ -109,15 +113,18 @@ def drain_buffer(*, batch_size: int | None = None, time_budget_seconds: float | 
             with DRAIN_BATCH_SECONDS.time():
                 batch_stored, oldest, bad = _store_batch(payloads)
             buffer.park(bad)  # before the acknowledgement: a crash in between parks twice, loses nothing
-            buffer.acknowledge()
+            buffer.acknowledge(payloads)
             stored += batch_stored
             if oldest is not None:
                 DRAIN_LAG_SECONDS.observe((timezone.now() - oldest).total_seconds())
             claimed += len(payloads)
             parked += len(bad)
             batches += 1
-            lock.extend(max(60.0, budget * 2), replace_ttl=True)
             if time.monotonic() >= deadline:
+                break
+            try:
+                lock.extend(DRAIN_LOCK_SECONDS, replace_ttl=True)
+            except LockError:  # this drain stalled past its lock and another took over: leave it the buffer
                 break
     finally:
         with contextlib.suppress(LockError):  # expired meanwhile: nothing to release

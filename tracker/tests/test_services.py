@@ -37,7 +37,7 @@ def test_a_drain_killed_after_storing_but_before_acknowledging_counts_nothing_tw
 
     claimed = buffer.claim(batch_size=100)  # the worker reads its batch ...
     services.store_events([services.Event.from_json(p) for p in claimed])  # ... commits it ...
-    # ... and is killed before buffer.acknowledge(). The next drain takes the batch again.
+    # ... and is killed before buffer.acknowledge(...). The next drain takes the batch again.
     services.record_events([make_event(endpoint="/k") for _ in range(3)])
     result = services.drain_buffer()
 
@@ -140,3 +140,18 @@ def test_a_batch_mixing_stored_and_new_events_counts_only_the_new_ones(make_even
     stat = EndpointStat.objects.get(endpoint="/m")
     assert (stat.access_count, stat.last_accessed_at, stat.last_response_time_ms) == (10, new[-1].occurred_at, 7.0)
     assert AccessEvent.objects.filter(endpoint="/m").count() == 10
+
+
+def test_a_stalled_drain_cannot_acknowledge_the_batch_of_the_drain_that_took_over(make_event):
+    services.record_events([make_event(endpoint="/one") for _ in range(3)])
+    stalled = buffer.claim(batch_size=3)  # drain A claims, then stalls past its lock
+
+    taken_over = buffer.claim(batch_size=3)  # drain B takes over: the same unacknowledged batch
+    assert taken_over == stalled
+    assert buffer.acknowledge(taken_over) is True
+    services.record_events([make_event(endpoint="/two") for _ in range(3)])
+    next_batch = buffer.claim(batch_size=3)  # B is storing its next batch ...
+
+    assert buffer.acknowledge(stalled) is False  # ... when A wakes up and acknowledges its old one
+    assert buffer.depth()["processing"] == 3
+    assert buffer.claim(batch_size=3) == next_batch  # still there for B, or for whoever drains next
