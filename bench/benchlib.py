@@ -45,29 +45,17 @@ def bench_database_url(database_url: str) -> str:
     """The sibling bench database's URL ("<name>_bench"), created if missing."""
     import psycopg2
 
+    from scripts.databases import create_database_if_missing
+
     url = urlparse(database_url)
     name = url.path.lstrip("/") or "endpointstats"
     bench_name = name if name.endswith("_bench") else f"{name}_bench"
+    bench_url = urlunparse(url._replace(path=f"/{bench_name}"))
     try:
-        conn = psycopg2.connect(
-            host=url.hostname,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            dbname="postgres",
-            connect_timeout=3,
-        )
+        create_database_if_missing(bench_url)
     except psycopg2.Error as error:
         raise BenchError(f"PostgreSQL at {url.hostname}:{url.port or 5432} is unreachable: {error}") from None
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [bench_name])
-            if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{bench_name}"')
-    finally:
-        conn.close()
-    return urlunparse(url._replace(path=f"/{bench_name}"))
+    return bench_url
 
 
 def migrate(database_url: str) -> None:

@@ -6,6 +6,7 @@ from urllib.parse import urlparse
 
 import psycopg2
 import redis
+from databases import create_database_if_missing
 
 
 def main() -> int:
@@ -15,22 +16,8 @@ def main() -> int:
         problems.append("DATABASE_URL must point at PostgreSQL for the tests (make test sets it).")
     else:
         url = urlparse(database_url)
-        name = url.path.lstrip("/")
-        try:
-            conn = psycopg2.connect(
-                host=url.hostname,
-                port=url.port or 5432,
-                user=url.username,
-                password=url.password,
-                dbname="postgres",
-                connect_timeout=3,
-            )
-            conn.autocommit = True
-            with conn.cursor() as cursor:  # the suite's base database; pytest makes test_<name>
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-                if cursor.fetchone() is None:
-                    cursor.execute(f'CREATE DATABASE "{name}"')
-            conn.close()
+        try:  # the suite's base database; pytest makes test_<name>
+            create_database_if_missing(database_url)
         except psycopg2.Error as error:
             problems.append(
                 f"PostgreSQL at {url.hostname}:{url.port or 5432} is unreachable ({str(error).strip()}). "

@@ -23,20 +23,15 @@ def reachable(port: int) -> bool:
 def ensure_database(name: str) -> str | None:
     """Create the database if needed; return its URL, or None if PostgreSQL refuses us."""
     import psycopg2
+    from databases import create_database_if_missing
 
+    url = f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}"
     try:
-        with psycopg2.connect(
-            host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", connect_timeout=2
-        ) as conn:
-            conn.autocommit = True
-            with conn.cursor() as cursor:
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-                if cursor.fetchone() is None:
-                    cursor.execute(f'CREATE DATABASE "{name}"')
+        create_database_if_missing(url)
     except psycopg2.Error as error:
         print(f"PostgreSQL answered but refused us: {error}".strip(), file=sys.stderr)
         return None
-    return f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    return url
 
 
 def main() -> None:
