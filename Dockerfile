@@ -37,7 +37,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     BIND_HOST=0.0.0.0 \
     WEB_PORT=8000 \
     LIMITER_PORT=8001 \
-    BACKUP_DIR=/var/backups/endpointstats
+    BACKUP_DIR=/var/backups/endpointstats \
+    RUN_DIR=/tmp
 
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app

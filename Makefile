@@ -19,7 +19,7 @@ TEST_ENV := DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/end
 	DJANGO_SECRET_KEY=test-only-secret-key \
 	KUBECTL=$(KUBECTL)
 
-.PHONY: run test lint format bench clean kubectl
+.PHONY: run superuser test lint format bench clean kubectl
 # The suite measures single-process metrics; gunicorn roles set their own directory.
 unexport PROMETHEUS_MULTIPROC_DIR
 
@@ -33,13 +33,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > .secret_key
 
 run: $(STAMP) .secret_key
-	./scripts/run.sh
+	PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" ./scripts/run.sh
+
+# The admin user, with the settings `make run` uses (its stores, secret key and run folder).
+superuser: $(STAMP) .secret_key
+	./scripts/manage.sh migrate --no-input -v 0
+	./scripts/manage.sh createsuperuser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/shellcheck deploy/minikube.sh scripts/run.sh .ci/run
+	$(BIN)/shellcheck -x deploy/minikube.sh scripts/run.sh scripts/manage.sh scripts/env.sh .ci/run
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -69,4 +74,4 @@ $(CURDIR)/$(KUBECTL_CACHE)/kubectl:
 	$@ version --client
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .run

@@ -19,6 +19,8 @@ from pathlib import Path
 from celery import Celery, bootsteps
 from celery.signals import beat_init, celeryd_init, worker_init, worker_process_shutdown
 
+from endpointstats import paths
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "endpointstats.settings")
 
 app = Celery("endpointstats")
@@ -27,8 +29,8 @@ app.autodiscover_tasks()
 
 
 def heartbeat_path(*, role: str) -> Path:
-    """Where the role's heartbeat lives: CELERY_HEARTBEAT_FILE, else one file per role in /tmp."""
-    return Path(os.environ.get("CELERY_HEARTBEAT_FILE") or f"/tmp/endpointstats-{role}.heartbeat")
+    """Where the role's heartbeat lives: CELERY_HEARTBEAT_FILE, else one file per role in RUN_DIR."""
+    return paths.heartbeat_file(role=role)
 
 
 class Heartbeat:
@@ -95,6 +97,9 @@ app.steps["worker"].add(WorkerHeartbeat)
 
 @beat_init.connect
 def start_beat_heartbeat(sender=None, **kwargs) -> None:
+    # Sent before the scheduler opens its file: its folder (RUN_DIR by default) may not exist yet.
+    if sender is not None and getattr(sender, "schedule_filename", None):
+        Path(sender.schedule_filename).parent.mkdir(parents=True, exist_ok=True)
     heartbeat = Heartbeat(path=heartbeat_path(role="beat"), interval=_heartbeat_interval())
     heartbeat.start()
     atexit.register(heartbeat.stop)

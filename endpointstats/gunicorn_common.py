@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+from endpointstats import paths
+
 
 def configure(*, role: str, port_variable: str, default_port: int) -> dict:
     """Return gunicorn settings for a role; sets ROLE and the Prometheus directory first.
@@ -17,7 +19,7 @@ def configure(*, role: str, port_variable: str, default_port: int) -> dict:
     """
     os.environ["ROLE"] = role
     # Several workers share one metrics directory (prometheus_client multiprocess mode).
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", f"/tmp/endpointstats-prometheus-{role}")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(paths.prometheus_dir(role=role))
     host = os.environ.get("BIND_HOST", "127.0.0.1")
     port = os.environ.get(port_variable, str(default_port))
     return {

@@ -14,6 +14,8 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from endpointstats import paths
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -22,6 +24,21 @@ def env(name: str, default: str | None = None) -> str:
     value = os.environ.get(name, default)
     if value is None:
         raise ImproperlyConfigured(f"Set the {name} environment variable.")
+    return value
+
+
+def env_secret(name: str, default: str | None = None) -> str:
+    """A secret: the content of the file named by `<name>_FILE` when that is set (a mounted Secret),
+    else the variable itself. A missing or empty file stops start-up with a message naming it."""
+    file_name = os.environ.get(f"{name}_FILE", "")
+    if not file_name:
+        return env(name, default)
+    try:
+        value = Path(file_name).read_text().strip()
+    except OSError as error:
+        raise ImproperlyConfigured(f"{name}_FILE={file_name}: cannot read it ({error.strerror}).") from None
+    if not value:
+        raise ImproperlyConfigured(f"{name}_FILE={file_name} is empty.")
     return value
 
 
@@ -65,13 +82,14 @@ POD_NAME = env("POD_NAME", socket.gethostname())
 # --- Core Django ------------------------------------------------------------
 DEBUG = env_bool("DJANGO_DEBUG", False)
 if DEBUG:
-    SECRET_KEY = env("DJANGO_SECRET_KEY", "insecure-development-key-do-not-use-in-production")
+    SECRET_KEY = env_secret("DJANGO_SECRET_KEY", "insecure-development-key-do-not-use-in-production")
 else:
-    SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+    SECRET_KEY = env_secret("DJANGO_SECRET_KEY", "")
     if not SECRET_KEY:
         raise ImproperlyConfigured(
-            "Set the DJANGO_SECRET_KEY environment variable (any long random string), "
-            "or set DJANGO_DEBUG=true for local development."
+            "Set the DJANGO_SECRET_KEY environment variable (any long random string) or DJANGO_SECRET_KEY_FILE "
+            "(a file holding it), or set DJANGO_DEBUG=true for local development. "
+            "`make superuser` and scripts/manage.sh use the key `make run` uses."
         )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
@@ -86,6 +104,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_prometheus",
     "tracker",
     "ratelimit",
@@ -115,7 +134,7 @@ WSGI_APPLICATION = "endpointstats.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "endpointstats" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -128,7 +147,7 @@ TEMPLATES = [
 ]
 
 # --- Data stores ------------------------------------------------------------
-DATABASE_URL = env("DATABASE_URL", "")
+DATABASE_URL = env_secret("DATABASE_URL", "")
 EMBEDDED = not DATABASE_URL
 DATABASES = {
     "default": dj_database_url.parse(
@@ -137,12 +156,20 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASE_URL:
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     # A stuck database must not hang a request forever.
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 3)
+else:
+    # Several processes write to one SQLite file (web, limiter, beat): WAL lets readers go on, and
+    # IMMEDIATE transactions wait for the write lock up front instead of failing half-way.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env("REDIS_URL", "")
+REDIS_URL = env_secret("REDIS_URL", "")
 # Short socket timeouts: when Redis is gone the hot path falls back fast instead of hanging.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.5)
 if REDIS_URL:
@@ -158,16 +185,18 @@ if REDIS_URL:
         }
     }
 else:
+    # Embedded: one SQLite file shared by every process (rate-limit counters exact across workers
+    # and the limiter, cached stats, the backup lock); needs no server.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": "endpointstats",
+            "BACKEND": "endpointstats.sqlite_cache.SQLiteCache",
+            "LOCATION": env("CACHE_SQLITE_PATH", str(paths.run_dir() / "cache.sqlite3")),
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", "es"),
         }
     }
 
 # --- Celery -----------------------------------------------------------------
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "memory://")
+CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL", REDIS_URL or "memory://")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 # Embedded default: no broker process, so tasks run inline in the caller.
@@ -176,6 +205,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE_FILENAME = str(paths.beat_schedule_file())  # beat's bookkeeping, per checkout
 # The beat schedule lives here and only here; beat runs as a singleton role.
 CELERY_BEAT_SCHEDULE = {
     "drain-events": {  # keeps buffered events flowing into PostgreSQL
@@ -205,6 +235,10 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 6 * 3600},
     },
 }
+
+if not REDIS_URL:
+    # Embedded: events are stored directly (no buffer to drain) and beat runs each task itself.
+    del CELERY_BEAT_SCHEDULE["drain-events"]
 
 # --- Tracking ---------------------------------------------------------------
 # The web role tracks what it serves; the limiter answers other services and tracks nothing by default.
@@ -251,7 +285,7 @@ ANALYTICS_CACHE_SECONDS = env_int("ANALYTICS_CACHE_SECONDS", 3600)  # merged com
 ANALYTICS_CLIENT_IP_PRIVACY = env("ANALYTICS_CLIENT_IP_PRIVACY", "none")
 if ANALYTICS_CLIENT_IP_PRIVACY not in {"none", "truncate", "hash"}:
     raise ImproperlyConfigured("ANALYTICS_CLIENT_IP_PRIVACY must be none, truncate or hash.")
-ANALYTICS_CLIENT_IP_HASH_KEY = env("ANALYTICS_CLIENT_IP_HASH_KEY", SECRET_KEY)
+ANALYTICS_CLIENT_IP_HASH_KEY = env_secret("ANALYTICS_CLIENT_IP_HASH_KEY", SECRET_KEY)
 GEOIP_PATH = env("GEOIP_PATH", "")  # a MaxMind country .mmdb (or its folder); empty: the bundled iptocc data
 BACKUP_DIR = Path(env("BACKUP_DIR", str(BASE_DIR / "backups")))
 BACKUP_KEEP = env_int("BACKUP_KEEP", 7)  # newest backups kept
@@ -270,6 +304,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Tracks every request to an API, keeps per-endpoint statistics and rate-limits clients.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from drf-spectacular-sidecar's files in STATIC_ROOT: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Static files, i18n, logging -------------------------------------------

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 urlpatterns = [
     path("", include("tracker.urls")),
@@ -11,6 +11,11 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # A relative schema URL keeps working behind the Ingress, which serves this app under /api/.
     path("api/docs/", SpectacularSwaggerView.as_view(url="../schema/"), name="swagger-ui"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url="../schema/", template_name="endpointstats/redoc.html"),
+        name="redoc",
+    ),
 ]
 
 handler400 = "endpointstats.errors.bad_request"

@@ -68,7 +68,9 @@ def gunicorn(*, env: dict[str, str], role: str = "web", workers: int = 2):
     """Start a gunicorn role exactly as the Procfile does, on a free loopback port."""
     port = free_port()
     metrics_dir = tempfile.mkdtemp(prefix="es-prom-")
+    run_dir = tempfile.mkdtemp(prefix="es-run-")  # the embedded cache file: never the checkout's
     full_env = {
+        "RUN_DIR": run_dir,
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
         "BIND_HOST": "127.0.0.1",
         "WEB_PORT": str(port),
@@ -92,6 +94,7 @@ def gunicorn(*, env: dict[str, str], role: str = "web", workers: int = 2):
     finally:
         stop_process_group(process, timeout=15)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def stop_process_group(process: subprocess.Popen, *, timeout: float) -> None:

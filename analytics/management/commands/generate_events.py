@@ -1,9 +1,15 @@
-"""manage.py generate_events: fill tracker_accessevent with synthetic traffic (benchmarks, demos)."""
+"""manage.py generate_events: synthetic traffic (benchmarks, demos), stored and counted.
+
+Events land in tracker_accessevent and are added to the per-endpoint counters (EndpointStat), so
+they show in /stats, the admin and the analytics alike. PostgreSQL: COPY through a staging table
+and one counter upsert per chunk (fast: benchmarks load millions). SQLite (the embedded default):
+the drain's own portable path, tracker.services.store_events, in chunks.
+"""
 
 import io
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import iptocc
 import numpy as np
@@ -11,17 +17,45 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tracker.models import AccessEvent
+from tracker import services as tracker_services
+from tracker.events import Event
+from tracker.models import AccessEvent, EndpointStat
 
 CHUNK = 200_000
+SQLITE_CHUNK = 5_000
 COLUMNS = (
     "event_id, endpoint, method, status_code, is_error, duration_ms, client_ip, user_agent, pod_name, country, "
     "occurred_at"
 )
 
+# The chunk's events added to the per-endpoint counters (as the drain does); the "last" fields
+# follow the newest event.
+NEWER = "stat.last_accessed_at IS NULL OR EXCLUDED.last_accessed_at >= stat.last_accessed_at"
+COUNT_GENERATED = f"""
+INSERT INTO {EndpointStat._meta.db_table} AS stat (endpoint, access_count, success_count, error_count,
+    total_response_time_ms, last_accessed_at, last_response_time_ms, last_client_ip, last_pod_name)
+SELECT endpoint, count(*), count(*) FILTER (WHERE NOT is_error), count(*) FILTER (WHERE is_error),
+    coalesce(sum(duration_ms), 0), to_timestamp(max(epoch)),
+    (array_agg(duration_ms ORDER BY epoch DESC))[1], (array_agg(client_ip ORDER BY epoch DESC))[1],
+    (array_agg(pod_name ORDER BY epoch DESC))[1]
+FROM generated_event GROUP BY endpoint
+ON CONFLICT (endpoint) DO UPDATE SET
+    access_count = stat.access_count + EXCLUDED.access_count,
+    success_count = stat.success_count + EXCLUDED.success_count,
+    error_count = stat.error_count + EXCLUDED.error_count,
+    total_response_time_ms = stat.total_response_time_ms + EXCLUDED.total_response_time_ms,
+    last_accessed_at = greatest(stat.last_accessed_at, EXCLUDED.last_accessed_at),
+    last_response_time_ms = CASE WHEN {NEWER}
+        THEN EXCLUDED.last_response_time_ms ELSE stat.last_response_time_ms END,
+    last_client_ip = CASE WHEN {NEWER}
+        THEN EXCLUDED.last_client_ip ELSE stat.last_client_ip END,
+    last_pod_name = CASE WHEN {NEWER}
+        THEN EXCLUDED.last_pod_name ELSE stat.last_pod_name END
+"""
+
 
 class Command(BaseCommand):
-    help = "Insert synthetic raw events with COPY (PostgreSQL only), spread over the last --days, with progress."
+    help = "Insert synthetic events spread over the last --days and count them per endpoint, with progress."
 
     def add_arguments(self, parser):
         parser.add_argument("--count", type=int, default=1_000_000)
@@ -35,8 +69,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, count, days, endpoints, clients, error_rate, seed, end_hours_ago, **options):
-        if connection.vendor != "postgresql":
-            raise CommandError("generate_events needs PostgreSQL (it uses COPY).")
         if count < 1 or days <= 0 or endpoints < 1 or clients < 1:
             raise CommandError("--count, --days, --endpoints and --clients must be positive.")
         rng = np.random.default_rng(seed)
@@ -56,10 +88,11 @@ class Command(BaseCommand):
         run_tag = f"{seed:08x}{int(time.time()) & 0xFFFFFFFF:08x}"
         started = time.monotonic()
         done = 0
-        chunks = (count + CHUNK - 1) // CHUNK
+        chunk_size = CHUNK if connection.vendor == "postgresql" else SQLITE_CHUNK
+        chunks = (count + chunk_size - 1) // chunk_size
         with connection.cursor() as cursor:
             for chunk in range(chunks):
-                size = min(CHUNK, count - done)
+                size = min(chunk_size, count - done)
                 # Chronological chunks keep the time indexes append-mostly, as real traffic does.
                 lo = start_ts + span * chunk / chunks
                 stamps = np.sort(rng.uniform(lo, lo + span / chunks, size=size))
@@ -67,6 +100,26 @@ class Command(BaseCommand):
                 durations = rng.lognormal(np.log(medians[which]), 0.6)
                 errors = rng.random(size) < error_rate
                 client = rng.integers(0, clients, size=size)
+                if connection.vendor != "postgresql":
+                    events = [
+                        Event(
+                            event_id=f"{run_tag}{done + i:016x}",
+                            endpoint=names[w],
+                            method="GET",
+                            status_code=500 if e else 200,
+                            is_error=bool(e),
+                            duration_ms=round(float(d), 3),
+                            client_ip=ips[c],
+                            user_agent="bench",
+                            pod_name=f"web-{w % 4}",
+                            occurred_at=datetime.fromtimestamp(float(ts), tz=UTC),
+                        )
+                        for i, (w, d, e, c, ts) in enumerate(zip(which, durations, errors, client, stamps, strict=True))
+                    ]
+                    tracker_services.store_events(events)
+                    done += size
+                    self._progress(done, count, done / max(time.monotonic() - started, 1e-9))
+                    continue
                 lines = [
                     f"{run_tag}{done + i:016x}\t{names[w]}\tGET\t{500 if e else 200}\t{'t' if e else 'f'}\t{d:.3f}\t"
                     f"{ips[c]}\tbench\tweb-{w % 4}\t{codes[c]}\t{ts:.6f}\n"
@@ -85,6 +138,7 @@ class Command(BaseCommand):
                         " status_code, is_error, duration_ms, client_ip, user_agent, pod_name, country,"
                         " to_timestamp(epoch) FROM generated_event"
                     )
+                    cursor.execute(COUNT_GENERATED)
                 done += size
                 rate = done / max(time.monotonic() - started, 1e-9)
                 self._progress(done, count, rate)
