@@ -38,9 +38,13 @@ TARGET_ROUND_TRIPS = 2.0
 # /check load must stay all-200 to be comparable round to round.
 RULES = {"/bench": "100000000/m", "/bench-burst": {"rate": "100000000/m", "burst": "10000000/10s"}}
 
+# /check needs the limiter token (any value: the bench's limiter is given this one).
+LIMITER_TOKEN = "bench-only-limiter-token"  # noqa: S105 - a throwaway value for a loopback server
+
 # GET /check with a rotating client_ip, then the shared JSON summary.
 WRK_SCRIPT = (
-    """
+    f"""
+wrk.headers["Authorization"] = "Bearer {LIMITER_TOKEN}"
 counter = 0
 request = function()
   counter = counter + 1
@@ -178,7 +182,7 @@ def limiter_server(*, tracking: bool, database_url: str, key_prefix: str, workdi
         database_url=database_url,
         key_prefix=key_prefix,
         workdir=workdir,
-        env={"RATE_LIMITS": json.dumps(RULES), "POD_NAME": "bench-limiter"},
+        env={"RATE_LIMITS": json.dumps(RULES), "POD_NAME": "bench-limiter", "LIMITER_TOKEN": LIMITER_TOKEN},
     )
 
 
@@ -189,6 +193,7 @@ def check_path(n: int) -> str:
 
 def limiter_role(*, database_url: str, prefixes: dict[bool, str]) -> tuple[dict[bool, list[Round]], bool]:
     use_wrk = benchlib.use_wrk()
+    benchlib.REQUEST_HEADERS["Authorization"] = f"Bearer {LIMITER_TOKEN}"
     workdir = Path(tempfile.mkdtemp(prefix="bench-ratelimit-"))
     script = workdir / "check.lua"
     script.write_text(WRK_SCRIPT)

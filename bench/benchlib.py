@@ -134,13 +134,17 @@ def run_script(main: Callable[[], int], *, name: str) -> NoReturn:
 # --- Processes and HTTP --------------------------------------------------------------
 
 
+# Headers every Python load client sends (e.g. the limiter's token); set before the clients fork.
+REQUEST_HEADERS: dict[str, str] = {}
+
+
 def http_get(port: int, path: str) -> int:
     """GET http://127.0.0.1:<port><path> on a new connection; the response status (body read and dropped).
 
     Raises OSError when the server cannot be reached or the 10 s timeout passes."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=REQUEST_HEADERS)
         response = conn.getresponse()
         response.read()
         return response.status

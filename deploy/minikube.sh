@@ -34,6 +34,10 @@ random_token() {
 # Local-only credentials, random on first use, never committed (*.env is git-ignored).
 write_secrets() {
   mkdir -p "$SECRETS_DIR"
+  # The limiter's /check token (added later than the rest: written on its own when missing).
+  if [[ ! -f "$SECRETS_DIR/limiter.env" ]]; then
+    (umask 077 && printf 'token=%s\n' "$(random_token)" >"$SECRETS_DIR/limiter.env")
+  fi
   if [[ -f "$SECRETS_DIR/app.env" ]]; then
     return 0
   fi

@@ -271,6 +271,11 @@ RATELIMIT_FAIL_OPEN = env_bool("RATELIMIT_FAIL_OPEN", True)
 RATELIMIT_SHADOW = env_bool("RATELIMIT_SHADOW", False)  # dry run everywhere: count, never refuse
 RATELIMIT_EXEMPT_PATHS = env_list("RATELIMIT_EXEMPT_PATHS", "/health,/metrics")  # path prefixes
 
+# The limiter's /check counts on web's counters, so only callers holding this shared token may
+# use it (`Authorization: Bearer <token>`). Several tokens (comma- or newline-separated) allow a
+# rotation without downtime. None set: /check refuses every call with a 503 saying so.
+LIMITER_TOKENS = [t.strip() for t in env_secret("LIMITER_TOKEN", "").replace("\n", ",").split(",") if t.strip()]
+
 # --- Analytics --------------------------------------------------------------
 ANALYTICS_COLLECT_MAX_EVENTS = env_int("ANALYTICS_COLLECT_MAX_EVENTS", 1000)  # events per POST /collect
 ANALYTICS_COLLECT_MAX_BYTES = env_int("ANALYTICS_COLLECT_MAX_BYTES", 1024 * 1024)  # larger bodies get a 413

@@ -10,6 +10,11 @@ if [[ -z "${DJANGO_SECRET_KEY:-}" && -z "${DJANGO_SECRET_KEY_FILE:-}" ]]; then
   [[ -s .secret_key ]] || $PY -c "import secrets; print(secrets.token_urlsafe(50))" > .secret_key
   export DJANGO_SECRET_KEY_FILE="$PWD/.secret_key"
 fi
+# The limiter's /check token (Authorization: Bearer), the checkout's own, read through LIMITER_TOKEN_FILE.
+if [[ -z "${LIMITER_TOKEN:-}" && -z "${LIMITER_TOKEN_FILE:-}" ]]; then
+  [[ -s .limiter_token ]] || (umask 077 && $PY -c "import secrets; print(secrets.token_urlsafe(32))" > .limiter_token)
+  export LIMITER_TOKEN_FILE="$PWD/.limiter_token"
+fi
 # Everything a running copy writes (metrics, beat schedule, heartbeats, the embedded cache) lives here.
 export RUN_DIR="${RUN_DIR:-$PWD/.run}"
 export why_embedded

@@ -26,7 +26,8 @@ cat <<MSG
   API         http://127.0.0.1:${WEB_PORT}/          (stats: /stats, health: /health, metrics: /metrics)
   API docs    http://127.0.0.1:${WEB_PORT}/api/docs/  (ReDoc: /api/redoc/)
   Admin       http://127.0.0.1:${WEB_PORT}/admin/     (create a user, from any shell: make superuser)
-  Limiter     http://127.0.0.1:${LIMITER_PORT}/limits   (decide: /check?endpoint=/stats&client_ip=127.0.0.1)
+  Limiter     http://127.0.0.1:${LIMITER_PORT}/limits   (decide: curl -H "Authorization: Bearer \$(cat .limiter_token)" \\
+                "http://127.0.0.1:${LIMITER_PORT}/check?endpoint=/stats&client_ip=127.0.0.1")
 
 Starting ${processes} - a role that dies is restarted; Ctrl-C stops them all.
 MSG

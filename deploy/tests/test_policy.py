@@ -243,7 +243,8 @@ def allowed(policies, *, source: dict, target: dict | None, port: int, protocol:
     """Would the policies let `source` (pod labels) reach `target` (pod labels) or `cidr` on port?
 
     Both directions are checked: the source's egress and, for a pod target, the target's ingress.
-    Pods outside the namespace (the ingress controller) are given as labels with a "namespace" key.
+    Pods outside the namespace (the ingress controller) are given as labels with a "namespace" key
+    (and that namespace's own labels under "namespace_labels").
     """
 
     def port_ok(rule):
@@ -262,7 +263,8 @@ def allowed(policies, *, source: dict, target: dict | None, port: int, protocol:
                 continue
             namespace = labels.get("namespace", "endpoint-stats")
             if "namespaceSelector" in peer:
-                if not k8s.selector_matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace}):
+                namespace_labels = {"kubernetes.io/metadata.name": namespace, **labels.get("namespace_labels", {})}
+                if not k8s.selector_matches(peer["namespaceSelector"], namespace_labels):
                     continue
             elif namespace != "endpoint-stats":
                 continue
@@ -291,6 +293,9 @@ def pod(component):
 
 
 INGRESS_CONTROLLER = {"namespace": "ingress-nginx", "app.kubernetes.io/name": "ingress-nginx"}
+# A service of another team asking the limiter: its namespace carries the access label, or not.
+LIMITER_CALLER = {"namespace": "shop", "namespace_labels": {"endpointstats/limiter-access": "true"}, "app": "shop"}
+OTHER_NAMESPACE_POD = {"namespace": "shop", "app": "shop"}
 KUBE_SYSTEM = {"kubernetes.io/metadata.name": "kube-system"}
 KUBE_DNS = {"k8s-app": "kube-dns"}
 
@@ -323,7 +328,11 @@ FLOWS = [
     # (source, target, port, expected)
     (INGRESS_CONTROLLER, pod("web"), 8000, True),
     (INGRESS_CONTROLLER, pod("grafana"), 3000, True),
-    (INGRESS_CONTROLLER, pod("limiter"), 8001, True),  # any pod of the cluster may ask the limiter
+    # The limiter answers named callers only: labelled namespaces, and its own namespace's Prometheus.
+    (INGRESS_CONTROLLER, pod("limiter"), 8001, False),
+    (LIMITER_CALLER, pod("limiter"), 8001, True),
+    (OTHER_NAMESPACE_POD, pod("limiter"), 8001, False),
+    (pod("grafana"), pod("limiter"), 8001, False),
     (INGRESS_CONTROLLER, pod("worker"), 8002, False),
     (INGRESS_CONTROLLER, pod("prometheus"), 9090, False),
     (pod("prometheus"), pod("web"), 8000, True),
@@ -396,3 +405,19 @@ def test_every_service_and_policy_selects_real_pods(rendered, overlay, debug_pod
         assert any(k8s.selector_matches(policy["spec"]["podSelector"], p.labels) for p in pods), (
             f"NetworkPolicy {policy['metadata']['name']} selects no pod"
         )
+
+
+@pytest.mark.parametrize("overlay", k8s.OVERLAYS)
+def test_the_limiter_reads_its_token_from_a_secret_mounted_as_a_directory(rendered, overlay):
+    pod_spec = k8s.one(rendered[overlay], "Deployment", "limiter")["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    token_file = k8s.env_value(container, "LIMITER_TOKEN_FILE")
+    (mount,) = [m for m in container["volumeMounts"] if token_file.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True and "subPath" not in mount
+    (volume,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"].startswith("endpointstats-limiter")
+    assert token_file.rsplit("/", 1)[1] == "token"
+    assert k8s.env_value(container, "LIMITER_TOKEN") is None, "never a literal token in a manifest"
+    if overlay == "minikube":  # generated locally (prod: created out of band, docs/OPERATIONS.md)
+        secret = k8s.one(rendered[overlay], "Secret", volume["secret"]["secretName"])
+        assert set(secret["data"]) == {"token"}

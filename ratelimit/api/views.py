@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ratelimit import queries, services
+from ratelimit.api.auth import HasLimiterToken, LimiterTokenAuthentication
 from ratelimit.api.serializers import (
     CheckAllowedOutput,
     CheckParams,
@@ -23,8 +24,12 @@ class CheckView(APIView):
     """GET /check?endpoint=&client_ip= : count one request of that client to that endpoint and decide.
 
     200 {allowed: true, limit, current, remaining, reset_after} or 429 {allowed: false, limit,
-    current, reset_after} with Retry-After. The counters are the web role's own.
+    current, reset_after} with Retry-After. The counters are the web role's own, so only callers
+    holding the limiter token may count (401 without it, 503 if the limiter has none configured).
     """
+
+    authentication_classes = [LimiterTokenAuthentication]
+    permission_classes = [HasLimiterToken]
 
     @extend_schema(parameters=[CheckParams], responses={200: CheckAllowedOutput, 429: CheckRefusedOutput})
     def get(self, request: Request) -> Response:

@@ -7,8 +7,18 @@ import time
 import pytest
 import redis
 from django_ratelimit.core import _get_window
+from rest_framework.test import APIClient
 
 from ratelimit import services
+
+LIMITER_TOKEN = "test-limiter-token"
+
+
+def limiter_client() -> APIClient:
+    """A caller of the limiter role holding its token."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {LIMITER_TOKEN}")
+    return client
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +29,7 @@ def fresh_limiter(settings):
     settings.RATELIMIT_SHADOW = False
     settings.RATELIMIT_FAIL_OPEN = True
     settings.TRUSTED_PROXY_COUNT = 0
+    settings.LIMITER_TOKENS = [LIMITER_TOKEN]
     services.reset_redis_backoff()
     yield
     services.reset_redis_backoff()

@@ -1,8 +1,8 @@
 import pytest
 from prometheus_client import REGISTRY
-from rest_framework.test import APIClient
 
 from ratelimit import services
+from ratelimit.tests.conftest import limiter_client
 
 pytestmark = pytest.mark.django_db
 
@@ -71,7 +71,7 @@ def test_limiter_check_and_health_with_redis_unreachable(settings, private_redis
     settings.ROLE = "limiter"
     settings.RATELIMIT_FAIL_OPEN = fail_open
     settings.RATE_LIMITS = {"/stats": 60}
-    limiter = APIClient()
+    limiter = limiter_client()
     private_redis.stop()
 
     check = limiter.get("/check", {"endpoint": "/stats", "client_ip": "203.0.113.73"})

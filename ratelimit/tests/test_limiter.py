@@ -2,9 +2,12 @@ import threading
 from collections import Counter
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from rest_framework.test import APIClient
 
+from endpointstats.settings import env_secret
 from ratelimit import services
+from ratelimit.tests.conftest import limiter_client
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("endpointstats.urls.limiter")]
 
@@ -12,7 +15,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.urls("endpointstats.urls.limite
 @pytest.fixture
 def limiter(settings) -> APIClient:
     settings.ROLE = "limiter"
-    return APIClient()
+    return limiter_client()
 
 
 def test_check_answers_200_with_the_counts_then_429_with_reset_after(limiter, settings, client_ip_far_from_window_end):
@@ -90,7 +93,7 @@ def test_check_is_exact_under_concurrency(limiter, settings, client_ip_far_from_
     start = threading.Barrier(20)
 
     def send() -> None:
-        caller = APIClient()
+        caller = limiter_client()
         start.wait()
         for _ in range(15):
             status = caller.get("/check", {"endpoint": "/", "client_ip": ip}).status_code
@@ -142,3 +145,65 @@ def test_the_limiter_role_does_not_limit_its_own_callers(limiter, settings):
     statuses = [limiter.get("/limits").status_code for _ in range(3)]
 
     assert statuses == [200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "message"),
+    [
+        (None, "Send the limiter token as 'Authorization: Bearer <token>' (LIMITER_TOKEN on the limiter)."),
+        ("Bearer wrong-token", "The limiter token is wrong: use the one in the limiter's LIMITER_TOKEN."),
+        ("Token test-limiter-token", "Send the limiter token as 'Authorization: Bearer <token>'."),
+    ],
+)
+@pytest.mark.urls("endpointstats.urls.web")
+def test_check_without_the_token_is_a_401_and_cannot_lock_a_client_out_of_web(
+    client, settings, client_ip_far_from_window_end, authorization, message
+):
+    settings.RATE_LIMITS = {"/": 2}
+    ip = client_ip_far_from_window_end(60)
+    settings.ROLE, settings.ROOT_URLCONF = "limiter", "endpointstats.urls.limiter"
+    anonymous = APIClient()
+    if authorization:
+        anonymous.credentials(HTTP_AUTHORIZATION=authorization)
+
+    answers = [anonymous.get("/check", {"endpoint": "/", "client_ip": ip}) for _ in range(5)]
+
+    assert {answer.status_code for answer in answers} == {401}
+    assert answers[0].json() == {"error": "Unauthorized", "message": message}
+    assert answers[0]["WWW-Authenticate"] == "Bearer"
+    settings.ROLE, settings.ROOT_URLCONF = "web", "endpointstats.urls.web"
+    assert client.get("/", REMOTE_ADDR=ip).status_code == 200  # nothing was counted
+
+
+def test_check_is_refused_with_a_503_when_no_token_is_configured(limiter, settings):
+    settings.LIMITER_TOKENS = []
+
+    answer = limiter.get("/check", {"endpoint": "/stats", "client_ip": "203.0.113.7"})
+
+    assert answer.status_code == 503
+    assert answer.json()["message"] == (
+        "No limiter token is configured: set LIMITER_TOKEN or LIMITER_TOKEN_FILE on the limiter."
+    )
+
+
+def test_any_of_several_tokens_is_accepted_during_a_rotation(settings):
+    settings.ROLE = "limiter"
+    settings.LIMITER_TOKENS = ["old-token", "new-token"]
+    for token in ("old-token", "new-token"):
+        caller = APIClient()
+        caller.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert caller.get("/check", {"endpoint": "/stats", "client_ip": "203.0.113.8"}).status_code == 200
+
+
+def test_the_token_is_read_from_the_mounted_file_named_by_limiter_token_file(monkeypatch, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("from-the-file\n")
+    monkeypatch.setenv("LIMITER_TOKEN", "from-the-variable")
+    monkeypatch.setenv("LIMITER_TOKEN_FILE", str(token_file))
+
+    assert env_secret("LIMITER_TOKEN") == "from-the-file"
+    monkeypatch.delenv("LIMITER_TOKEN_FILE")
+    assert env_secret("LIMITER_TOKEN") == "from-the-variable"
+    monkeypatch.setenv("LIMITER_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ImproperlyConfigured, match="LIMITER_TOKEN_FILE="):
+        env_secret("LIMITER_TOKEN")
