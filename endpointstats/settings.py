@@ -94,6 +94,27 @@ else:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
+# --- HTTPS ------------------------------------------------------------------
+# Off by default (make run is plain HTTP); the prod overlay turns them on and `manage.py check
+# --deploy` passes with its settings (deploy/tests/test_security_settings.py). TLS ends at the Ingress.
+# The header the proxy sets, e.g. X-Forwarded-Proto: only behind a proxy that overwrites it.
+_PROXY_SSL_HEADER = env("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip()
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+# The limiter is cluster-internal plain HTTP (no Ingress): it never redirects.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False) and ROLE != "limiter"
+# Probes and Prometheus come by pod IP over plain HTTP (regexes on the path without its leading /).
+SECURE_REDIRECT_EXEMPT = env_list("DJANGO_SECURE_REDIRECT_EXEMPT", "^health,^metrics")
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", False)
+if ROLE == "limiter":
+    SILENCED_SYSTEM_CHECKS = ["security.W008"]  # see SECURE_SSL_REDIRECT
+# Messages live in the session (server side), never in a cookie: a new API token is one of them.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
