@@ -139,7 +139,10 @@ def summarize_events(*, start: datetime, end: datetime, endpoint: str | None = N
                 summary.sketch[register] = rank
         cursor.execute(distinct_sql, params)
         for name, clients in cursor.fetchall():
-            summaries[name].unique_clients = clients
+            # Each statement has its own snapshot: this one may see an endpoint whose first events
+            # were committed after the one above ran (a KeyError once); they count next time.
+            if name in summaries:
+                summaries[name].unique_clients = clients
     return summaries
 
 
@@ -338,11 +341,24 @@ def allowed_intervals(period: str) -> list[str]:
     return list(INTERVALS)
 
 
-def timeseries(*, period: str, interval: str, now: datetime, endpoint: str | None = None) -> list[TimeseriesPoint]:
+class TooManyPoints(ValueError):
+    """The answer would hold more points (buckets x endpoints) than allowed."""
+
+    def __init__(self, *, points: int, limit: int) -> None:
+        super().__init__(
+            f"This series would have {points} points (buckets x endpoints); the limit is {limit} "
+            "(ANALYTICS_MAX_POINTS): ask for one endpoint, a shorter period or a longer interval."
+        )
+
+
+def timeseries(
+    *, period: str, interval: str, now: datetime, endpoint: str | None = None, max_points: int | None = None
+) -> list[TimeseriesPoint]:
     """Buckets of `interval` covering the last `period`, oldest first, every bucket present.
 
     Buckets are aligned to the interval (UTC), the first one is whole. Without an endpoint,
     each endpoint seen in the period gets every bucket (ordered by time, then endpoint).
+    Raises TooManyPoints when the answer would hold more than max_points points.
     """
     step = INTERVALS[interval]
     first = floor_time(now - PERIODS[period], step)
@@ -357,6 +373,9 @@ def timeseries(*, period: str, interval: str, now: datetime, endpoint: str | Non
     _raw_buckets(counts, start=raw_from, end=last + step, step=step, endpoint=endpoint)
 
     names = [endpoint] if endpoint else sorted({name for name, _ in counts})
+    total = (int((last - first) / step) + 1) * len(names)
+    if max_points is not None and total > max_points:
+        raise TooManyPoints(points=total, limit=max_points)
     points = []
     moment = first
     while moment <= last:

@@ -23,7 +23,8 @@ def api_exception_handler(exc, context) -> Response | None:
             "details": exc.detail,
         }
     elif isinstance(response.data, dict) and "detail" in response.data:
-        response.data = {"error": _short(response.status_code), "message": str(response.data["detail"])}
+        title = getattr(exc, "title", None) or _short(response.status_code)
+        response.data = {"error": title, "message": str(response.data["detail"])}
     return response
 
 

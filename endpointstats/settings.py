@@ -301,6 +301,10 @@ LIMITER_TOKENS = [t.strip() for t in env_secret("LIMITER_TOKEN", "").replace("\n
 ANALYTICS_COLLECT_MAX_EVENTS = env_int("ANALYTICS_COLLECT_MAX_EVENTS", 1000)  # events per POST /collect
 ANALYTICS_COLLECT_MAX_BYTES = env_int("ANALYTICS_COLLECT_MAX_BYTES", 1024 * 1024)  # larger bodies get a 413
 ANALYTICS_RETENTION_DAYS = env_int("ANALYTICS_RETENTION_DAYS", 30)  # raw events; rollups are kept
+# New endpoint names one /collect token may introduce, so that no one client fills TRACKING_MAX_ENDPOINTS.
+ANALYTICS_COLLECT_NEW_ENDPOINTS_PER_TOKEN = env_int("ANALYTICS_COLLECT_NEW_ENDPOINTS_PER_TOKEN", 50)
+# Points (buckets x endpoints) one /analytics/timeseries answer may hold; more is a 400 saying so.
+ANALYTICS_MAX_POINTS = env_int("ANALYTICS_MAX_POINTS", 10000)
 ANALYTICS_PRUNE_BATCH_SIZE = env_int("ANALYTICS_PRUNE_BATCH_SIZE", 10000)
 ANALYTICS_REAGGREGATE_HOURS = env_int("ANALYTICS_REAGGREGATE_HOURS", 3)  # late events are picked up this long
 # The running hour is aggregated every ANALYTICS_LIVE_AGGREGATION_SECONDS up to this long ago (drain lag).

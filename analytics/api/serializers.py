@@ -1,5 +1,6 @@
 """Input validation for /collect and /analytics/*, and the output shapes (for the API schema)."""
 
+import re
 from datetime import timedelta
 
 from django.conf import settings
@@ -9,7 +10,17 @@ from rest_framework import serializers
 from analytics import queries
 from tracker.events import Event
 
-CLOCK_SKEW = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of our clock a sender's timestamp may be
+# Endpoint names as a URL path carries them (RFC 3986 path characters) plus the <> and {} of route
+# templates: no spaces, quotes, backslashes, control or escape characters (they are shown on /stats).
+ENDPOINT_MAX_LENGTH = 200
+ENDPOINT_CHARACTERS = r"A-Za-z0-9\-._~!$&()*+,;=:@%/<>{}"
+ENDPOINT_PATTERN = rf"^/[{ENDPOINT_CHARACTERS}]*$"
+ENDPOINT_RULE = (
+    f"Start with / and use at most {ENDPOINT_MAX_LENGTH} characters of: "
+    "letters, digits, / and - . _ ~ ! $ & ( ) * + , ; = : @ % < > { }"
+)
+_ENDPOINT_FULL = re.compile(rf"/[{ENDPOINT_CHARACTERS}]*")  # fullmatch: `$` would let a final newline in
 PERIOD_CHOICES = list(queries.PERIODS)
 INTERVAL_CHOICES = list(queries.INTERVALS)
 
@@ -17,8 +28,17 @@ INTERVAL_CHOICES = list(queries.INTERVALS)
 class CollectEventInput(serializers.Serializer):
     """One event sent to /collect, with the reference design's fields."""
 
-    endpoint = serializers.CharField(max_length=200)
-    timestamp = serializers.DateTimeField(help_text="ISO 8601; without an offset it is UTC.")
+    endpoint = serializers.RegexField(
+        ENDPOINT_PATTERN,
+        max_length=ENDPOINT_MAX_LENGTH,
+        trim_whitespace=False,
+        error_messages={"invalid": (ENDPOINT_RULE + ".").replace("%", "%%")},  # Django %-formats it
+        help_text=ENDPOINT_RULE + ", e.g. /orders/{id}.",
+    )
+    timestamp = serializers.DateTimeField(
+        help_text="ISO 8601; without an offset it is UTC. Not older than the retention "
+        "(ANALYTICS_RETENTION_DAYS), at most 5 minutes ahead."
+    )
     response_time = serializers.FloatField(
         required=False, allow_null=True, min_value=0, max_value=86400, help_text="Seconds."
     )
@@ -27,9 +47,19 @@ class CollectEventInput(serializers.Serializer):
     pod_name = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=253)
     is_error = serializers.BooleanField(required=False, default=False)
 
+    def validate_endpoint(self, value: str) -> str:
+        if not _ENDPOINT_FULL.fullmatch(value):
+            raise serializers.ValidationError(ENDPOINT_RULE + ".")
+        return value
+
     def validate_timestamp(self, value):
-        if value > timezone.now() + CLOCK_SKEW:
+        now = timezone.now()
+        if value > now + CLOCK_SKEW:
             raise serializers.ValidationError("Is in the future; send the time the request was served (UTC).")
+        if value < now - timedelta(days=settings.ANALYTICS_RETENTION_DAYS):
+            raise serializers.ValidationError(
+                f"Is older than the retention ({settings.ANALYTICS_RETENTION_DAYS} days): such events are not kept."
+            )
         return value
 
     @staticmethod

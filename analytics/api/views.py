@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.exceptions import APIException, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,6 +32,12 @@ from analytics.api.serializers import (
 class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The body is too large."
+
+
+class NewEndpointQuota(APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    title = "New endpoint quota exceeded"
+    default_detail = "This token may introduce no more new endpoint names."
 
 
 def _seconds(ms: float | None) -> float | None:
@@ -62,11 +68,17 @@ class CollectView(APIView):
                 events.append(CollectEventInput.to_event(params.validated_data))
         if errors:
             raise ValidationError(errors)
-        accepted = services.collect_events(events=events)
+        try:
+            accepted = services.collect_events(events=events, token_id=request.auth.pk)
+        except services.NewEndpointQuotaExceeded as error:
+            raise NewEndpointQuota(str(error))
         return Response({"status": "success", "accepted": accepted}, status=status.HTTP_201_CREATED)
 
 
 def _read_items(request: Request) -> list:
+    media_type = request.content_type.split(";")[0].strip().lower()
+    if media_type and media_type != "application/json":  # no Content-Type at all is read as JSON
+        raise UnsupportedMediaType(media_type, detail=f"Send JSON (Content-Type: application/json), not {media_type}.")
     limit = settings.ANALYTICS_COLLECT_MAX_BYTES
     declared = request.META.get("CONTENT_LENGTH") or ""
     if declared.strip():
@@ -77,11 +89,17 @@ def _read_items(request: Request) -> list:
         if too_big:
             raise PayloadTooLarge(f"The body is over {limit} bytes: send fewer events per request.")
     # Read at most one byte past the limit, so a body without Content-Length cannot exhaust memory.
-    body = request._request.read(limit + 1)
+    if not declared.strip() and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # Django reads a body without Content-Length as empty; gunicorn's input stream de-chunks it.
+        body = request.META["wsgi.input"].read(limit + 1)
+    else:
+        body = request._request.read(limit + 1)
     if len(body) > limit:
         raise PayloadTooLarge(f"The body is over {limit} bytes: send fewer events per request.")
     try:
         payload = json.loads(body or b"null")
+    except RecursionError:
+        raise ParseError("The body is nested too deeply: an event is a flat JSON object.")
     except (ValueError, UnicodeDecodeError):
         raise ParseError("The body is not valid JSON: send an event object or a list of them.")
     items = [payload] if isinstance(payload, dict) else payload
@@ -134,7 +152,12 @@ class AnalyticsTimeseriesView(APIView):
     def get(self, request: Request) -> Response:
         params = TimeseriesParams(data=request.query_params)
         params.is_valid(raise_exception=True)
-        points = queries.timeseries(now=timezone.now(), **params.validated_data)
+        try:
+            points = queries.timeseries(
+                now=timezone.now(), max_points=settings.ANALYTICS_MAX_POINTS, **params.validated_data
+            )
+        except queries.TooManyPoints as error:
+            raise ValidationError({"interval": [str(error)]})
         series = []
         for point in points:
             item = {"timestamp": point.timestamp}

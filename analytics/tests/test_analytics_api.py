@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from analytics import queries, services
@@ -145,3 +146,39 @@ def test_geo_counts_requests_per_country_and_private_addresses_have_none(client,
     }
     assert only_a["geo"] == [{"country_code": "GB", "access_count": 1}]
     assert client.get("/analytics/geo", {"period": "1y"}).status_code == 400
+
+
+def test_a_timeseries_over_the_point_limit_is_a_400_that_states_the_limit(client, store, event, now, settings):
+    settings.ANALYTICS_MAX_POINTS = 60
+    store(*(event(endpoint=f"/e{i}", occurred_at=now - timedelta(minutes=2)) for i in range(3)))
+
+    too_many = client.get("/analytics/timeseries", {"period": "24h", "interval": "1h"})  # 3 x 25 points
+    one_endpoint = client.get("/analytics/timeseries", {"endpoint": "/e0", "period": "24h", "interval": "1h"})
+
+    assert too_many.status_code == 400
+    assert too_many.json()["details"]["interval"] == [
+        "This series would have 75 points (buckets x endpoints); the limit is 60 (ANALYTICS_MAX_POINTS): "
+        "ask for one endpoint, a shorter period or a longer interval."
+    ]
+    assert one_endpoint.status_code == 200 and len(one_endpoint.json()["timeseries"]) == 25
+
+
+def test_stats_survive_events_of_a_new_endpoint_committed_between_their_two_statements(store, event, now):
+    """The two statements of summarize_events each see their own snapshot: events of an endpoint
+    committed between them (the drain runs meanwhile) once made the second one raise KeyError."""
+    store(event(endpoint="/old", occurred_at=now - timedelta(minutes=5)))
+    late = event(endpoint="/late", occurred_at=now - timedelta(minutes=1))
+    statements = []
+
+    def drain_in_between(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        statements.append(sql)
+        if len(statements) == 1:  # right after the first statement: the drain commits new events
+            store(late)
+        return result
+
+    with connection.execute_wrapper(drain_in_between):
+        rows = queries.endpoint_stats(period="1h", now=now)
+
+    assert [row.endpoint for row in rows] == ["/old"]
+    assert "count(DISTINCT client_ip)" in statements[-1]

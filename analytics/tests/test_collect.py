@@ -1,5 +1,6 @@
 import hashlib
 import json
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -159,3 +160,123 @@ def test_the_admin_shows_a_new_token_once_and_revokes(admin_client):
     admin_client.post("/admin/analytics/apitoken/", {"action": "revoke", "_selected_action": [row.pk]}, follow=True)
     row.refresh_from_db()
     assert row.revoked_at is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 1000 + "]" * 1000,
+        '{"endpoint": ' + "[" * 1000 + "]" * 1000 + ', "timestamp": "2026-01-01T00:00Z"}',
+        '{"a": ' * 1000 + "1" + "}" * 1000,
+    ],
+)
+def test_json_nested_a_thousand_deep_is_a_400_not_a_500(authed, body):
+    response = authed.post("/collect", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] in {"Bad request", "Invalid request"}
+    assert _queued() == 0
+
+
+@pytest.mark.parametrize(
+    ("age", "problem"),
+    [
+        (timedelta(days=31), "Is older than the retention (30 days): such events are not kept."),
+        (timedelta(days=365 * 126), "Is older than the retention (30 days): such events are not kept."),
+        (-timedelta(minutes=6), "Is in the future; send the time the request was served (UTC)."),
+    ],
+)
+def test_timestamps_older_than_the_retention_or_ahead_of_the_clock_are_refused(authed, settings, age, problem):
+    settings.ANALYTICS_RETENTION_DAYS = 30
+    response = _post(authed, {"endpoint": "/a", "timestamp": (timezone.now() - age).isoformat()})
+
+    assert response.status_code == 400
+    assert response.json()["details"]["0"]["timestamp"] == [problem]
+    assert _queued() == 0
+
+
+def test_timestamps_within_the_retention_and_a_little_ahead_are_accepted(authed):
+    now = timezone.now()
+    body = [
+        {"endpoint": "/a", "timestamp": (now + delta).isoformat()}
+        for delta in (timedelta(days=-29), timedelta(minutes=4))
+    ]
+
+    assert _post(authed, body).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "/\x1b[2J\x1b[31mowned",  # terminal escape sequences
+        "/a'; DROP TABLE tracker_endpointstat; --",
+        "/with space",
+        "/tab\there",
+        "/line\n",
+        '/quote"',
+        "/back\\slash",
+        "/" + "a" * 200,
+        "stats",
+        "<other>",
+        0,
+        "",
+    ],
+)
+def test_endpoint_names_outside_the_documented_characters_are_refused(authed, endpoint):
+    response = _post(authed, {"endpoint": endpoint, "timestamp": timezone.now().isoformat()})
+
+    assert response.status_code == 400
+    assert list(response.json()["details"]["0"]) == ["endpoint"]
+    assert _queued() == 0
+
+
+def test_route_templates_and_encoded_paths_are_valid_endpoint_names(authed):
+    names = ["/items/<int:pk>", "/orders/{id}/lines", "/search;v=2", "/caf%C3%A9", "/a-b_c.d~e!$&()*+,=:@"]
+    response = _post(authed, [{"endpoint": name, "timestamp": timezone.now().isoformat()} for name in names])
+
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", "endpoint=/a&timestamp=2026-01-01T00:00Z"),
+        (
+            "multipart/form-data; boundary=x",
+            '--x\r\nContent-Disposition: form-data; name="endpoint"\r\n\r\n/a\r\n--x--\r\n',
+        ),
+        ("text/plain", '{"endpoint": "/a"}'),
+    ],
+)
+def test_collect_takes_json_only_and_says_so_with_a_415(authed, content_type, body):
+    response = authed.post("/collect", data=body, content_type=content_type)
+
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": "Unsupported media type",
+        "message": f"Send JSON (Content-Type: application/json), not {content_type.split(';')[0]}.",
+    }
+    assert _queued() == 0
+
+
+def test_one_token_cannot_introduce_more_new_endpoint_names_than_its_quota(authed, client, settings, store, make_event):
+    settings.ANALYTICS_COLLECT_NEW_ENDPOINTS_PER_TOKEN = 3
+    store(make_event(endpoint="/known"))  # has counters already: never counts against a quota
+    now = timezone.now().isoformat()
+
+    def send(*names):
+        return _post(authed, [{"endpoint": name, "timestamp": now} for name in names])
+
+    assert send("/n1", "/n2", "/known").status_code == 201
+    assert send("/n1", "/n2", "/n3").status_code == 201  # /n1 and /n2 were counted once already
+    refused = send("/n1", "/n4", "/known")
+    queued_before = _queued()
+
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "New endpoint quota exceeded"
+    assert "introduced 3 new endpoint name(s) and this request adds 1" in refused.json()["message"]
+    assert send("/n1", "/n3", "/known").status_code == 201
+    assert _queued() == queued_before + 3
+    _, other_token = services.create_token(name="another service")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {other_token}")
+    assert _post(client, {"endpoint": "/n4", "timestamp": now}).status_code == 201  # the quota is per token

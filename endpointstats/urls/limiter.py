@@ -1,9 +1,11 @@
 """URLconf of the limiter role: rate-limit decisions for other callers (/check, /limits, /health*, /metrics)."""
 
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
 urlpatterns = [
     path("", include("ratelimit.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
 
 handler400 = "endpointstats.errors.bad_request"

@@ -1,8 +1,25 @@
 """URLconf of the web role: the public API, analytics, the admin and the API docs."""
 
 from django.contrib import admin
+from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+
+class HtmlOptionsMixin:
+    """OPTIONS names the methods only: DRF's metadata answer has no HTML template (it was a 500)."""
+
+    def options(self, request, *args, **kwargs):
+        return HttpResponse(status=200, headers={"Allow": "GET, HEAD, OPTIONS"})
+
+
+class SwaggerUIView(HtmlOptionsMixin, SpectacularSwaggerView):
+    pass
+
+
+class RedocView(HtmlOptionsMixin, SpectacularRedocView):
+    pass
+
 
 urlpatterns = [
     path("", include("tracker.urls")),
@@ -10,10 +27,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # A relative schema URL keeps working behind the Ingress, which serves this app under /api/.
-    path("api/docs/", SpectacularSwaggerView.as_view(url="../schema/"), name="swagger-ui"),
+    path("api/docs/", SwaggerUIView.as_view(url="../schema/"), name="swagger-ui"),
     path(
         "api/redoc/",
-        SpectacularRedocView.as_view(url="../schema/", template_name="endpointstats/redoc.html"),
+        RedocView.as_view(url="../schema/", template_name="endpointstats/redoc.html"),
         name="redoc",
     ),
 ]
