@@ -149,13 +149,14 @@ def test_minikube_secrets_are_generated_locally_and_consistent(tmp_path):
     first = {path.name: path.read_text() for path in env_dir.iterdir()}
     subprocess.run(["bash", script, "secrets"], **run)  # a second run keeps them
     assert {path.name: path.read_text() for path in env_dir.iterdir()} == first
-    assert set(first) == {"app.env", "postgres.env", "redis.env", "grafana-admin.env", "grafana-db.env"}
+    assert set(first) == {"app.env", "postgres.env", "redis.env", "grafana-admin.env", "grafana-db.env", "limiter.env"}
     values = {name: dict(line.split("=", 1) for line in text.splitlines()) for name, text in first.items()}
     pg, redis = values["postgres.env"]["POSTGRES_PASSWORD"], values["redis.env"]["REDIS_PASSWORD"]
     assert len(pg) == 64 and len(redis) == 64 and pg != redis
     assert values["app.env"]["DATABASE_URL"] == f"postgres://endpointstats:{pg}@postgres:5432/endpointstats"
     assert values["app.env"]["REDIS_URL"] == f"redis://:{redis}@redis:6379/0"
     assert values["grafana-db.env"]["user"] == "grafana_ro"
+    assert len(values["limiter.env"]["token"]) == 64 and values["limiter.env"]["token"] not in {pg, redis}
     assert all((env_dir / name).stat().st_mode & 0o077 == 0 for name in first)
     gitignore = (k8s.REPO / ".gitignore").read_text()
     assert "deploy/kustomize/overlays/minikube/secrets/*.env" in gitignore
