@@ -53,6 +53,7 @@ def test_embedded_rate_limits_are_exact_across_web_workers_and_the_limiter(tmp_p
         "RUN_DIR": str(tmp_path),
         "RATE_LIMITS": json.dumps({"/": "40/d"}),
         "RATELIMIT_SHADOW": "false",
+        "LIMITER_TOKEN": "test-limiter-token",
     }
     assert manage("migrate", "--no-input", env=env).returncode == 0
     with (
@@ -61,7 +62,8 @@ def test_embedded_rate_limits_are_exact_across_web_workers_and_the_limiter(tmp_p
         ThreadPoolExecutor(max_workers=12) as pool,
     ):
         urls = [web + "/"] * 60 + [limiter + "/check?endpoint=/&client_ip=127.0.0.1"] * 30
-        statuses = list(pool.map(lambda url: http_get(url)[0], urls))
+        token = {"Authorization": "Bearer test-limiter-token"}  # /check wants it; web ignores it
+        statuses = list(pool.map(lambda url: http_get(url, headers=token)[0], urls))
 
     assert statuses.count(200) == 40
     assert statuses.count(429) == 50

@@ -34,9 +34,10 @@ def wait_for_port(port: int, *, timeout: float = 20.0, process: subprocess.Popen
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-def http_get(url: str, *, timeout: float = 10.0) -> tuple[int, bytes]:
+def http_get(url: str, *, timeout: float = 10.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http only, loopback)
+        request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (http only, loopback)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
