@@ -77,3 +77,36 @@ def make_event():
         return Event(**(defaults | fields))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url():
+    """A real 3-node Redis Cluster on spare loopback ports, started on first use and stopped after the session."""
+    from tracker.tests.processes import redis_cluster
+
+    with redis_cluster() as url:
+        yield url
+
+
+def use_redis_cluster(settings, url: str) -> None:
+    """Point the cache, and so the buffer and the rate-limit counters, at a Redis Cluster (as REDIS_CLUSTER=true)."""
+    caches = {alias: dict(config) for alias, config in settings.CACHES.items()}
+    caches["default"]["LOCATION"] = url
+    caches["default"]["OPTIONS"] = caches["default"].get("OPTIONS", {}) | {
+        "CONNECTION_FACTORY": "endpointstats.redis_cluster.ClusterConnectionFactory",
+        "CLIENT_CLASS": "endpointstats.redis_cluster.ClusterClient",
+    }
+    settings.CACHES = caches
+    settings.REDIS_URL = url
+    settings.REDIS_CLUSTER = True
+    from redis.cluster import RedisCluster
+
+    assert isinstance(get_redis_connection("default"), RedisCluster)
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def redis_backend(request, settings, isolated_cache) -> str:
+    """Runs a test twice: on the standalone Redis, then on a real Redis Cluster."""
+    if request.param == "cluster":
+        use_redis_cluster(settings, request.getfixturevalue("redis_cluster_url"))
+    return request.param

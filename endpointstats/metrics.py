@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 class BufferDepthCollector:
-    """Events waiting in the Redis buffer, read at scrape time (one pipelined round trip)."""
+    """Events in the Redis buffer and the drain lag, read at scrape time (one pipelined round trip)."""
 
     def collect(self):
         if not settings.REDIS_URL:
@@ -21,15 +21,23 @@ class BufferDepthCollector:
         from tracker import buffer
 
         try:
-            depth = buffer.depth()
+            shards = buffer.shard_depths()
         except RedisError:
             return
         family = GaugeMetricFamily(
-            "endpointstats_buffer_events", "Events waiting in the Redis buffer, by list.", labels=["list"]
+            "endpointstats_buffer_events",
+            "Events in the Redis buffer, summed over shards: queued (not yet read), pending (read by a drain,"
+            " not yet acknowledged), dead (unreadable, parked).",
+            labels=["list"],
         )
-        for name, value in depth.items():
-            family.add_metric([name], value)
+        for name in ("queued", "pending", "dead"):
+            family.add_metric([name], sum(getattr(shard, name) for shard in shards))
         yield family
+        yield GaugeMetricFamily(
+            "endpointstats_buffer_oldest_event_age_seconds",
+            "Age of the oldest buffered event not yet acknowledged by a drain (0 when the buffer is empty).",
+            value=max((shard.oldest_age_seconds or 0.0 for shard in shards), default=0.0),
+        )
 
 
 class BackupCollector:

@@ -191,6 +191,9 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_secret("REDIS_URL", "")
+# REDIS_URL names one node of a Redis Cluster (cache, rate-limit counters and event buffer run on
+# the cluster; see endpointstats/redis_cluster.py). Celery cannot use a cluster: set CELERY_BROKER_URL.
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
 # Short socket timeouts: when Redis is gone the hot path falls back fast instead of hanging.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.5)
 if REDIS_URL:
@@ -205,6 +208,11 @@ if REDIS_URL:
             },
         }
     }
+    if REDIS_CLUSTER:
+        CACHES["default"]["OPTIONS"] |= {
+            "CONNECTION_FACTORY": "endpointstats.redis_cluster.ClusterConnectionFactory",
+            "CLIENT_CLASS": "endpointstats.redis_cluster.ClusterClient",
+        }
 else:
     # Embedded: one SQLite file shared by every process (rate-limit counters exact across workers
     # and the limiter, cached stats, the backup lock); needs no server.
@@ -218,6 +226,10 @@ else:
 
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL", REDIS_URL or "memory://")
+if REDIS_CLUSTER and CELERY_BROKER_URL == REDIS_URL:
+    raise ImproperlyConfigured(
+        "Celery cannot use Redis Cluster as its broker: set CELERY_BROKER_URL to a standalone Redis (or RabbitMQ)."
+    )
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 # Embedded default: no broker process, so tasks run inline in the caller.
@@ -276,6 +288,14 @@ TRACKING_USER_AGENT_MAX_LENGTH = 256
 # 5000 in bench_drain; the claim holds Redis for a few ms per batch, which bounds it.
 DRAIN_BATCH_SIZE = env_int("DRAIN_BATCH_SIZE", 20000)
 DRAIN_TIME_BUDGET_SECONDS = env_float("DRAIN_TIME_BUDGET_SECONDS", 20)
+# The buffer: this many Redis streams (each web process writes to one; drains run in parallel, one per shard).
+BUFFER_SHARDS = env_int("BUFFER_SHARDS", 4)
+if BUFFER_SHARDS < 1:
+    raise ImproperlyConfigured("BUFFER_SHARDS must be at least 1.")
+# A shard's drain lock lives this long past its last batch; events a dead drain read are taken over
+# by another drain once unacknowledged for DRAIN_CLAIM_IDLE_SECONDS (longer than any batch takes).
+DRAIN_LOCK_SECONDS = env_float("DRAIN_LOCK_SECONDS", 15)
+DRAIN_CLAIM_IDLE_SECONDS = env_float("DRAIN_CLAIM_IDLE_SECONDS", 30)
 STATS_CACHE_SECONDS = env_int("STATS_CACHE_SECONDS", 5)
 # Proxies in front of the app that append to X-Forwarded-For (0: trust REMOTE_ADDR only).
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)

@@ -2,8 +2,10 @@
 
 import contextlib
 import logging
+import os
+import random
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -28,10 +30,9 @@ logger = logging.getLogger(__name__)
 # After a failed push, skip Redis for this long: a dead Redis then costs requests
 # nothing instead of a connection attempt each.
 REDIS_RETRY_AFTER_SECONDS = 2.0
-# The drain's lock lives this long past its last batch: a worker killed mid-drain delays the next
-# drain by at most this much. A batch slower than this lets a second drain in, which is safe
-# (it re-claims the same unacknowledged batch, and storing is idempotent), only wasted work.
-DRAIN_LOCK_SECONDS = 15.0
+# Now and then a drain removes consumers (drain processes) idle this long with nothing pending.
+CONSUMER_SWEEP_CHANCE = 0.01
+CONSUMER_FORGET_SECONDS = 24 * 3600
 _redis_retry_at = 0.0
 
 
@@ -87,45 +88,79 @@ def store_events(events: list[Event]) -> int:
 class DrainResult:
     stored: int  # new rows
     claimed: int  # events taken from the buffer (re-deliveries included)
-    parked: int  # undecodable events moved aside
+    parked: int  # unreadable events moved to the dead letters
     batches: int
 
+    def __add__(self, other: "DrainResult") -> "DrainResult":
+        return DrainResult(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
-def drain_buffer(*, batch_size: int | None = None, time_budget_seconds: float | None = None) -> DrainResult:
-    """Move buffered events into the database until the buffer is empty or the budget is spent.
 
-    Safe to run twice at once (the second finds the lock taken and returns at once) and
-    safe to kill at any point (an unacknowledged batch is claimed again and the insert
-    skips what was already stored).
+NOTHING = DrainResult(stored=0, claimed=0, parked=0, batches=0)
+
+
+def drain_buffer(
+    *, batch_size: int | None = None, time_budget_seconds: float | None = None, shards: list[int] | None = None
+) -> DrainResult:
+    """Drain every shard (or the given ones) that no other drain holds, each until empty or the budget is spent.
+
+    Starts at a random shard so that drains started together spread over the shards. See drain_shard.
+    """
+    budget = settings.DRAIN_TIME_BUDGET_SECONDS if time_budget_seconds is None else time_budget_seconds
+    deadline = time.monotonic() + budget
+    if shards is None:
+        count = buffer.shard_count()
+        first = random.randrange(count)
+        shards = [(first + offset) % count for offset in range(count)]
+    total = NOTHING
+    for shard in shards:
+        total += drain_shard(shard=shard, batch_size=batch_size, deadline=deadline)
+        if time.monotonic() >= deadline:
+            break
+    return total
+
+
+def drain_shard(*, shard: int, batch_size: int | None = None, deadline: float | None = None) -> DrainResult:
+    """Move one shard's events into the database until it is empty or the deadline (monotonic) passes.
+
+    At most one drain per shard: a second one finds the shard's lock taken and returns at once.
+    Safe to kill at any point: what was read and not acknowledged stays pending in Redis and is
+    taken over (XAUTOCLAIM) after DRAIN_CLAIM_IDLE_SECONDS; the insert skips what was already
+    stored, so nothing is lost and nothing counted twice. Batches are acknowledged only after
+    their transaction commits.
     """
     batch_size = batch_size or settings.DRAIN_BATCH_SIZE
-    budget = settings.DRAIN_TIME_BUDGET_SECONDS if time_budget_seconds is None else time_budget_seconds
-    lock = buffer.drain_lock(timeout=DRAIN_LOCK_SECONDS)
+    if deadline is None:
+        deadline = time.monotonic() + settings.DRAIN_TIME_BUDGET_SECONDS
+    lock = buffer.drain_lock(shard=shard, timeout=settings.DRAIN_LOCK_SECONDS)
     if not lock.acquire():
-        return DrainResult(stored=0, claimed=0, parked=0, batches=0)
+        return NOTHING
+    # One consumer per drain process: drains of one process run one after another.
+    consumer = f"{settings.POD_NAME}:{os.getpid()}"
+    idle = settings.DRAIN_CLAIM_IDLE_SECONDS
     stored = claimed = parked = batches = 0
-    deadline = time.monotonic() + budget
     try:
         while True:
-            payloads = buffer.claim(batch_size=batch_size)
-            if not payloads:
+            entries = buffer.read(shard=shard, consumer=consumer, count=batch_size, claim_idle_seconds=idle)
+            if not entries:
                 break
             with DRAIN_BATCH_SECONDS.time():
-                batch_stored, oldest, bad = _store_batch(payloads)
-            buffer.park(bad)  # before the acknowledgement: a crash in between parks twice, loses nothing
-            buffer.acknowledge(payloads)
+                batch_stored, oldest, bad = _store_batch(entries)
+            bad_ids = {entry_id for entry_id, _ in bad}
+            buffer.settle(shard=shard, ids=[i for i, _ in entries if i not in bad_ids], parked=bad)
             stored += batch_stored
             if oldest is not None:
                 DRAIN_LAG_SECONDS.observe((timezone.now() - oldest).total_seconds())
-            claimed += len(payloads)
+            claimed += len(entries)
             parked += len(bad)
             batches += 1
             if time.monotonic() >= deadline:
                 break
             try:
-                lock.extend(DRAIN_LOCK_SECONDS, replace_ttl=True)
-            except LockError:  # this drain stalled past its lock and another took over: leave it the buffer
+                lock.extend(settings.DRAIN_LOCK_SECONDS, replace_ttl=True)
+            except LockError:  # this drain stalled past its lock and another took over: leave it the shard
                 break
+        if random.random() < CONSUMER_SWEEP_CHANCE:  # consumers of drain processes gone for good
+            buffer.forget_idle_consumers(shard=shard, idle_seconds=CONSUMER_FORGET_SECONDS)
     finally:
         with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
             lock.release()
@@ -134,12 +169,13 @@ def drain_buffer(*, batch_size: int | None = None, time_budget_seconds: float | 
     return DrainResult(stored=stored, claimed=claimed, parked=parked, batches=batches)
 
 
-def _store_batch(payloads: list[bytes]) -> tuple[int, datetime | None, list[bytes]]:
-    """Store one claimed batch: (events newly stored, oldest event time, payloads to park).
+def _store_batch(entries: list[buffer.Entry]) -> tuple[int, datetime | None, list[buffer.Entry]]:
+    """Store one batch: (events newly stored, oldest event time, entries to park).
 
     On PostgreSQL see storage.store_payloads. If any payload is unreadable, the batch is stored
     one event at a time instead, so only the bad ones are parked and the rest is kept.
     """
+    payloads = [payload for _, payload in entries]
     if connection.vendor == "postgresql":
         try:
             with transaction.atomic():
@@ -150,37 +186,32 @@ def _store_batch(payloads: list[bytes]) -> tuple[int, datetime | None, list[byte
             if stored:
                 queries.forget_cached_stats()
             return stored, oldest, []
-        return _store_one_by_one(payloads)
-    events, bad = _decode(payloads)
+        return _store_one_by_one(entries)
+    events, bad = [], []
+    for entry in entries:
+        try:
+            events.append(Event.from_json(entry[1]))
+        except (ValueError, KeyError, TypeError):
+            bad.append(entry)
+    if bad:
+        logger.error("Parked %d undecodable buffered event(s) in the dead letters", len(bad))
     oldest = min((event.occurred_at for event in events), default=None)
     return store_events(events), oldest, bad
 
 
-def _store_one_by_one(payloads: list[bytes]) -> tuple[int, datetime | None, list[bytes]]:
+def _store_one_by_one(entries: list[buffer.Entry]) -> tuple[int, datetime | None, list[buffer.Entry]]:
     stored, oldest, bad = 0, None, []
-    for payload in payloads:
+    for entry in entries:
         try:
-            event = Event.from_json(payload)
+            event = Event.from_json(entry[1])
             stored += store_events([event])
         except (ValueError, KeyError, TypeError, DataError, IntegrityError):
-            bad.append(payload)
+            bad.append(entry)
             continue
         oldest = event.occurred_at if oldest is None else min(oldest, event.occurred_at)
     if bad:
-        logger.error("Parked %d unreadable buffered event(s) in %s", len(bad), buffer.dead_letter_key())
+        logger.error("Parked %d unreadable buffered event(s) in the dead letters", len(bad))
     return stored, oldest, bad
-
-
-def _decode(payloads: list[bytes]) -> tuple[list[Event], list[bytes]]:
-    events, bad = [], []
-    for payload in payloads:
-        try:
-            events.append(Event.from_json(payload))
-        except (ValueError, KeyError, TypeError):
-            bad.append(payload)
-    if bad:
-        logger.error("Parked %d undecodable buffered event(s) in %s", len(bad), buffer.dead_letter_key())
-    return events, bad
 
 
 def reset_redis_backoff() -> None:

@@ -62,11 +62,28 @@ def _cap_endpoints(events: list[Event]) -> list[Event]:
     return [event.with_endpoint(overflow) if event.endpoint in overflowing else event for event in events]
 
 
+# Transaction-level advisory lock key ("tracker-endpoint-admission") under which new endpoints are admitted.
+_ADMISSION_LOCK = ("tracker-endpoint-admission", 0)
+
+
 def _overflowing_endpoints(names: list[str]) -> set[str]:
-    """Of these endpoint names (in order of arrival), the new ones beyond TRACKING_MAX_ENDPOINTS."""
+    """Of these endpoint names (in order of arrival), the new ones beyond TRACKING_MAX_ENDPOINTS.
+
+    A batch that brings new endpoints takes a transaction-level advisory lock and reads the known
+    ones again under it: two drains admitting endpoints at once would otherwise both see the same
+    room and overshoot the cap. Held until commit, so the next one sees the rows this one adds.
+    Batches of known endpoints only (the usual case) take no lock.
+    """
     known = queries.known_endpoints()
-    room = settings.TRACKING_MAX_ENDPOINTS - len(known - {settings.TRACKING_OVERFLOW_ENDPOINT})
     new = [name for name in names if name not in known]
+    if not new:
+        return set()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", list(_ADMISSION_LOCK))
+        known = queries.known_endpoints()
+        new = [name for name in names if name not in known]
+    room = settings.TRACKING_MAX_ENDPOINTS - len(known - {settings.TRACKING_OVERFLOW_ENDPOINT})
     return set(new[max(room, 0) :])
 
 
@@ -154,7 +171,7 @@ WITH inserted AS (
     FROM inserted GROUP BY endpoint
 ), upserted AS (
 INSERT INTO {EndpointStat._meta.db_table} AS stat ({_COUNTER_COLUMNS})
-SELECT * FROM per_endpoint
+SELECT * FROM per_endpoint ORDER BY endpoint
 {_COUNTER_CONFLICT}
 )
 SELECT (SELECT coalesce(sum(access_count), 0) FROM per_endpoint),
@@ -245,7 +262,8 @@ def _copy_new_payloads(payloads: list[bytes | str]) -> tuple[int, datetime | Non
             f"INSERT INTO {EndpointStat._meta.db_table} AS stat ({_COUNTER_COLUMNS}) "
             f"SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::double precision[],"
             f" %s::timestamptz[], %s::double precision[], %s::inet[], %s::text[]) {_COUNTER_CONFLICT}",
-            [list(column) for column in zip(*counters.values(), strict=True)],
+            # Sorted by endpoint: concurrent drains lock counter rows in one order and cannot deadlock.
+            [list(column) for column in zip(*(counters[name] for name in sorted(counters)), strict=True)],
         )
     return len(events), min(counter[5] for counter in counters.values()) if counters else None
 
@@ -331,7 +349,7 @@ def store_with_orm(events: list[Event]) -> int:
         if event.event_id not in seen:
             fresh.setdefault(event.event_id, event)
     AccessEvent.objects.bulk_create(AccessEvent(**_fields(event)) for event in fresh.values())
-    for endpoint, group in _group_by_endpoint(fresh.values()).items():
+    for endpoint, group in sorted(_group_by_endpoint(fresh.values()).items()):  # one lock order
         last = max(group, key=lambda e: e.occurred_at)
         stat, _ = EndpointStat.objects.get_or_create(endpoint=endpoint)
         errors = sum(1 for e in group if e.is_error)

@@ -114,3 +114,85 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=120
     )
+
+
+@contextlib.contextmanager
+def redis_cluster(*, nodes: int = 3):
+    """A real Redis Cluster of `nodes` primaries (no replicas) on spare loopback ports, in temp dirs.
+
+    Yields the seed URL (any node: the client discovers the rest). Every node is killed at the end.
+    """
+    ports = [free_port() for _ in range(nodes)]
+    workdirs = [tempfile.mkdtemp(prefix="es-redis-cluster-") for _ in ports]
+    processes = []
+    try:
+        for port, workdir in zip(ports, workdirs, strict=True):
+            processes.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "5000",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        workdir,
+                    ],  # fmt: skip
+                    cwd=workdir,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port, process in zip(ports, processes, strict=True):
+            wait_for_port(port, process=process)
+        created = subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}\n{created.stderr}")
+        _wait_for_cluster_ok(ports)
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        for workdir in workdirs:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for_cluster_ok(ports: list[int], *, timeout: float = 30.0) -> None:
+    """Until every node reports cluster_state:ok (all slots assigned and agreed on)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True, timeout=10
+            ).stdout
+            for port in ports
+        ]
+        if all("cluster_state:ok" in state for state in states):
+            return
+        time.sleep(0.1)
+    raise TimeoutError("the Redis Cluster did not reach cluster_state:ok")

@@ -29,10 +29,10 @@ def test_a_buffered_event_whose_id_is_not_a_string_is_parked_and_the_rest_stored
     data = orjson.loads(make_event().to_json())
     data["event_id"] = 12345
     services.record_events([make_event(), make_event()])
-    buffer.connection().rpush(buffer.queue_key(), orjson.dumps(data))
+    buffer.push([orjson.dumps(data)])
 
     result = services.drain_buffer()
 
     assert (result.stored, result.parked) == (2, 1)
     assert AccessEvent.objects.count() == 2
-    assert buffer.depth() == {"queued": 0, "processing": 0, "dead": 1}
+    assert buffer.depth() == {"queued": 0, "pending": 0, "dead": 1}

@@ -3,10 +3,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tracker import buffer, services
+from tracker.events import Event
 from tracker.models import AccessEvent, EndpointStat
 
-pytestmark = pytest.mark.django_db
+# Every test runs on the standalone Redis and on a real Redis Cluster.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_backend")]
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def read(consumer: str, count: int, *, idle: float = 0.0) -> list[buffer.Entry]:
+    """What a drain called `consumer` reads from this process's shard."""
+    return buffer.read(shard=buffer.local_shard(), consumer=consumer, count=count, claim_idle_seconds=idle)
+
+
+def dead_payloads() -> list[bytes]:
+    return [letter.payload for letter in buffer.dead_letters(limit=100)]
 
 
 def test_drain_stores_every_buffered_event_once_and_counts_it(make_event):
@@ -19,7 +30,7 @@ def test_drain_stores_every_buffered_event_once_and_counts_it(make_event):
     assert AccessEvent.objects.count() == 40
     stat = EndpointStat.objects.get(endpoint="/stats")
     assert (stat.access_count, stat.success_count, stat.error_count) == (40, 30, 10)
-    assert buffer.depth() == {"queued": 0, "processing": 0, "dead": 0}
+    assert buffer.depth() == {"queued": 0, "pending": 0, "dead": 0}
 
 
 def test_storing_the_same_events_twice_counts_them_once(make_event):
@@ -32,27 +43,83 @@ def test_storing_the_same_events_twice_counts_them_once(make_event):
     assert AccessEvent.objects.count() == 5
 
 
-def test_a_drain_killed_after_storing_but_before_acknowledging_counts_nothing_twice(make_event):
+def test_a_drain_killed_after_storing_but_before_acknowledging_counts_nothing_twice(make_event, settings):
+    settings.DRAIN_CLAIM_IDLE_SECONDS = 0
     services.record_events([make_event(endpoint="/k") for _ in range(30)])
 
-    claimed = buffer.claim(batch_size=100)  # the worker reads its batch ...
-    services.store_events([services.Event.from_json(p) for p in claimed])  # ... commits it ...
-    # ... and is killed before buffer.acknowledge(...). The next drain takes the batch again.
+    claimed = read("killed", 100)  # the worker reads its batch ...
+    services.store_events([Event.from_json(payload) for _, payload in claimed])  # ... commits it ...
+    # ... and is killed before buffer.settle(...). The next drain takes the batch over (XAUTOCLAIM).
     services.record_events([make_event(endpoint="/k") for _ in range(3)])
     result = services.drain_buffer()
 
     assert result.claimed == 33
     assert EndpointStat.objects.get(endpoint="/k").access_count == 33
     assert AccessEvent.objects.filter(endpoint="/k").count() == 33
+    assert buffer.depth() == {"queued": 0, "pending": 0, "dead": 0}
 
 
-def test_a_drain_killed_before_storing_loses_nothing(make_event):
+def test_a_drain_killed_before_storing_loses_nothing(make_event, settings):
+    settings.DRAIN_CLAIM_IDLE_SECONDS = 0
     services.record_events([make_event(endpoint="/k") for _ in range(12)])
 
-    buffer.claim(batch_size=5)  # read, then killed: 5 events sit unacknowledged
+    read("killed", 5)  # read, then killed: 5 events sit unacknowledged
     services.drain_buffer(batch_size=5)
 
     assert EndpointStat.objects.get(endpoint="/k").access_count == 12
+
+
+def test_events_a_drain_holds_are_not_taken_over_before_the_idle_time(make_event, settings):
+    settings.DRAIN_CLAIM_IDLE_SECONDS = 3600
+    services.record_events([make_event(endpoint="/k") for _ in range(12)])
+    read("busy", 5)  # another drain is storing these right now
+
+    result = services.drain_buffer()
+
+    assert result.claimed == 7
+    assert buffer.depth() == {"queued": 0, "pending": 5, "dead": 0}
+    settings.DRAIN_CLAIM_IDLE_SECONDS = 0  # that drain died: its events are taken over
+    assert services.drain_buffer().claimed == 5
+    assert EndpointStat.objects.get(endpoint="/k").access_count == 12
+
+
+def test_every_shard_is_drained_whichever_process_wrote_to_it(make_event, settings):
+    settings.BUFFER_SHARDS = 4
+    for shard in range(4):
+        buffer.push([make_event(endpoint=f"/s{shard}").to_json() for _ in range(shard + 1)], shard=shard)
+
+    assert [depth.queued for depth in buffer.shard_depths()] == [1, 2, 3, 4]
+    result = services.drain_buffer()
+
+    assert (result.stored, result.claimed) == (10, 10)
+    counts = dict(EndpointStat.objects.values_list("endpoint", "access_count"))
+    assert counts == {"/s0": 1, "/s1": 2, "/s2": 3, "/s3": 4}
+    assert buffer.depth() == {"queued": 0, "pending": 0, "dead": 0}
+
+
+def test_a_shard_held_by_another_drain_is_left_to_it(make_event, settings):
+    settings.BUFFER_SHARDS = 2
+    buffer.push([make_event(endpoint="/a").to_json()], shard=0)
+    buffer.push([make_event(endpoint="/b").to_json()], shard=1)
+    lock = buffer.drain_lock(shard=0, timeout=60)
+    assert lock.acquire()
+
+    result = services.drain_buffer()
+    lock.release()
+
+    assert result.claimed == 1
+    assert list(EndpointStat.objects.values_list("endpoint", flat=True)) == ["/b"]
+    assert [depth.queued for depth in buffer.shard_depths()] == [1, 0]
+
+
+def test_the_drain_lag_is_the_age_of_the_oldest_unacknowledged_event(make_event):
+    assert buffer.oldest_event_age_seconds() == 0.0
+    services.record_events([make_event()])
+    shard = buffer.shard_depths()[buffer.local_shard()]
+
+    assert shard.oldest_age_seconds is not None and shard.oldest_age_seconds >= 0
+    services.drain_buffer()
+    assert buffer.shard_depths()[buffer.local_shard()].oldest_age_seconds is None
 
 
 def test_counters_keep_the_latest_request_as_last(make_event):
@@ -92,12 +159,28 @@ def test_user_agents_with_tabs_and_newlines_survive_the_copy(make_event):
 
 def test_an_undecodable_buffered_event_is_parked_not_dropped(make_event):
     services.record_events([make_event()])
-    buffer.connection().rpush(buffer.queue_key(), b"{not json")
+    buffer.push(["{not json"])
 
     result = services.drain_buffer()
 
     assert (result.stored, result.parked) == (1, 1)
-    assert buffer.connection().lrange(buffer.dead_letter_key(), 0, -1) == [b"{not json"]
+    assert dead_payloads() == [b"{not json"]
+    assert buffer.depth() == {"queued": 0, "pending": 0, "dead": 1}
+
+
+def test_dead_letters_can_be_replayed_and_an_unreadable_one_is_parked_again(make_event):
+    good = make_event(endpoint="/fixed").to_json()
+    buffer.push(["{not json", good])
+    services.drain_buffer()  # the first is parked, the second stored
+    assert dead_payloads() == [b"{not json"]
+
+    assert buffer.replay_dead_letters() == 1
+    assert buffer.depth() == {"queued": 1, "pending": 0, "dead": 0}
+    result = services.drain_buffer()
+
+    assert (result.claimed, result.parked) == (1, 1)
+    assert dead_payloads() == [b"{not json"]
+    assert EndpointStat.objects.get(endpoint="/fixed").access_count == 1
 
 
 def test_a_buffered_event_with_a_wrong_type_is_parked_and_the_rest_of_its_batch_stored(make_event):
@@ -112,7 +195,7 @@ def test_a_buffered_event_with_a_wrong_type_is_parked_and_the_rest_of_its_batch_
     assert (result.stored, result.parked) == (4, 1)
     assert EndpointStat.objects.get(endpoint="/ok").access_count == 4
     assert not EndpointStat.objects.filter(endpoint="/bad").exists()
-    assert buffer.connection().lrange(buffer.dead_letter_key(), 0, -1) == [wrong.encode()]
+    assert dead_payloads() == [wrong.encode()]
     assert services.drain_buffer().claimed == 0  # the batch was acknowledged, not retried forever
 
 
@@ -144,14 +227,16 @@ def test_a_batch_mixing_stored_and_new_events_counts_only_the_new_ones(make_even
 
 def test_a_stalled_drain_cannot_acknowledge_the_batch_of_the_drain_that_took_over(make_event):
     services.record_events([make_event(endpoint="/one") for _ in range(3)])
-    stalled = buffer.claim(batch_size=3)  # drain A claims, then stalls past its lock
+    shard = buffer.local_shard()
+    stalled = read("a", 3)  # drain A reads, then stalls past its lock and the idle time
 
-    taken_over = buffer.claim(batch_size=3)  # drain B takes over: the same unacknowledged batch
+    taken_over = read("b", 3)  # drain B takes the idle batch over
     assert taken_over == stalled
-    assert buffer.acknowledge(taken_over) is True
+    assert buffer.settle(shard=shard, ids=[entry_id for entry_id, _ in taken_over]) == 3
     services.record_events([make_event(endpoint="/two") for _ in range(3)])
-    next_batch = buffer.claim(batch_size=3)  # B is storing its next batch ...
+    next_batch = read("b", 3, idle=3600)  # B is storing its next batch ...
 
-    assert buffer.acknowledge(stalled) is False  # ... when A wakes up and acknowledges its old one
-    assert buffer.depth()["processing"] == 3
-    assert buffer.claim(batch_size=3) == next_batch  # still there for B, or for whoever drains next
+    # ... when A wakes up and acknowledges its old one: nothing of B's is touched.
+    assert buffer.settle(shard=shard, ids=[entry_id for entry_id, _ in stalled]) == 0
+    assert buffer.depth() == {"queued": 0, "pending": 3, "dead": 0}
+    assert read("c", 3) == next_batch  # still there for B, or for whoever takes over
