@@ -104,9 +104,16 @@ def use_redis_cluster(settings, url: str) -> None:
     assert isinstance(get_redis_connection("default"), RedisCluster)
 
 
+@pytest.fixture
+def on_redis_cluster(settings, redis_cluster_url, isolated_cache) -> str:
+    """This test's cache, buffer and rate-limit counters on the session's Redis Cluster."""
+    use_redis_cluster(settings, redis_cluster_url)
+    return redis_cluster_url
+
+
 @pytest.fixture(params=["standalone", "cluster"])
-def redis_backend(request, settings, isolated_cache) -> str:
+def redis_backend(request) -> str:
     """Runs a test twice: on the standalone Redis, then on a real Redis Cluster."""
     if request.param == "cluster":
-        use_redis_cluster(settings, request.getfixturevalue("redis_cluster_url"))
+        request.getfixturevalue("on_redis_cluster")
     return request.param

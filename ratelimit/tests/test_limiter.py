@@ -85,7 +85,7 @@ def test_check_refuses_bad_parameters_with_a_400_saying_what_to_fix_and_counts_n
     assert ok.json()["current"] == 1
 
 
-def test_check_is_exact_under_concurrency(limiter, settings, client_ip_far_from_window_end):
+def test_check_is_exact_under_concurrency(limiter, settings, client_ip_far_from_window_end, redis_backend):
     settings.RATE_LIMITS = {"/": 100}
     ip = client_ip_far_from_window_end(60, seconds=30)
     statuses: list[int] = []

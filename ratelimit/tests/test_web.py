@@ -48,7 +48,7 @@ def test_over_the_limit_the_reference_429_with_retry_after_and_rate_limit_header
 
 
 def test_twenty_threads_sending_300_requests_at_a_limit_of_100_get_exactly_100_through(
-    settings, client_ip_far_from_window_end
+    settings, client_ip_far_from_window_end, redis_backend
 ):
     settings.RATE_LIMITS = {"/": 100}
     ip = client_ip_far_from_window_end(60, seconds=30)

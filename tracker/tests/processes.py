@@ -123,16 +123,19 @@ def redis_cluster(*, nodes: int = 3):
     Yields the seed URL (any node: the client discovers the rest). Every node is killed at the end.
     """
     ports = [free_port() for _ in range(nodes)]
+    bus_ports = [free_port() for _ in range(nodes)]  # else port + 10000, possibly past 65535
     workdirs = [tempfile.mkdtemp(prefix="es-redis-cluster-") for _ in ports]
     processes = []
     try:
-        for port, workdir in zip(ports, workdirs, strict=True):
+        for port, bus_port, workdir in zip(ports, bus_ports, workdirs, strict=True):
             processes.append(
                 subprocess.Popen(
                     [
                         "redis-server",
                         "--port",
                         str(port),
+                        "--cluster-port",
+                        str(bus_port),
                         "--bind",
                         "127.0.0.1",
                         "--cluster-enabled",
@@ -196,3 +199,24 @@ def _wait_for_cluster_ok(ports: list[int], *, timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError("the Redis Cluster did not reach cluster_state:ok")
+
+
+def drain_process(*, env: dict[str, str]) -> subprocess.Popen:
+    """Start tracker.tests.drain_process (drains until the buffer is empty) with this environment.
+
+    Its output goes to a temporary file (process.output; a pipe nobody reads could fill and block it)."""
+    full_env = {
+        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"}},
+        "DJANGO_SECRET_KEY": "test-only",
+        **env,
+    }
+    output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed with the test's process list)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tracker.tests.drain_process"],
+        cwd=REPO,
+        env=full_env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+    process.output = output  # type: ignore[attr-defined]
+    return process

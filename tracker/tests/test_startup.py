@@ -76,6 +76,11 @@ def test_a_cold_start_of_two_workers_on_an_empty_database_never_fails(empty_post
         ({"DJANGO_DEBUG": "false"}, "Set the DJANGO_SECRET_KEY environment variable"),
         ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG must be true or false"),
         ({"DJANGO_SECRET_KEY": "x", "ROLE": "api"}, "ROLE must be one of"),
+        ({"DJANGO_SECRET_KEY": "x", "BUFFER_SHARDS": "0"}, "BUFFER_SHARDS must be at least 1"),
+        (
+            {"DJANGO_SECRET_KEY": "x", "REDIS_URL": "redis://127.0.0.1:7000/0", "REDIS_CLUSTER": "true"},
+            "Celery cannot use Redis Cluster as its broker: set CELERY_BROKER_URL",
+        ),
     ],
 )
 def test_a_missing_or_invalid_setting_stops_startup_with_a_message_naming_it(environment, message):
