@@ -257,6 +257,17 @@ def oldest_event_age_seconds() -> float:
     return max((s.oldest_age_seconds or 0.0 for s in shard_depths()), default=0.0)
 
 
+def peek(limit_per_shard: int = 100) -> list[bytes]:
+    """Payloads of the oldest unacknowledged events of every shard (to inspect; changes nothing)."""
+    client = connection()
+    return [
+        fields[FIELD]
+        for shard in range(shard_count())
+        for _, fields in client.xrange(stream_key(shard), count=limit_per_shard)
+        if FIELD in fields
+    ]
+
+
 def dead_letters(limit: int = 100) -> list[DeadLetter]:
     """The oldest `limit` parked events over all shards, oldest first (to inspect them)."""
     client = connection()
