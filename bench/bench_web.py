@@ -1,35 +1,57 @@
-"""Request tracking cost: GET / on the web role (gunicorn, 2 workers) with tracking on and off.
+"""The hot path against the framework floor: GET / and GET /stats (warm) on the web role, per component.
 
-Two gunicorn servers run side by side (TRACKING_ENABLED=true / false) against the bench
-database and Redis; rounds alternate on, off, on, off ... so that drift on a shared machine
-hits both alike, and the report gives per-round figures, medians and the on/off ratio.
-Load comes from wrk when installed (`make bench` installs it), else from a small
-multi-process http.client generator. Afterwards the buffered events are drained and
-counted against the responses the tracked server gave (a sanity line in the report).
+Six gunicorn servers run side by side with the same gunicorn settings (the web role's config,
+2 sync workers): the floor (bench/floor.py: Django + DRF returning the same JSON, no middleware,
+no database, no Redis) and the web role in five configurations: everything on (tracking,
+rate limiting, request metrics: as deployed), tracking off, limiting off, metrics off, all off.
+Limits are raised so that nothing is refused (every decision still counts in Redis). Each round
+loads every (server, path) case once, starting one case further along each round, so drift on a
+shared machine spreads over all of them. Per case: req/s, p50/p99, and the CPU time per request
+of the gunicorn processes (/proc/<pid>/stat of master and workers) and of redis-server (INFO cpu).
+What a component costs is the difference between everything on and that component off.
 
-Environment: DATABASE_URL, REDIS_URL (as `make bench` sets them); optional
-BENCH_WEB_ROUNDS (rounds per mode, default 8), BENCH_WEB_SECONDS (per round, default 5),
-BENCH_WEB_CONNECTIONS (default 4), BENCH_LOADGEN=wrk|python.
+Afterwards the all-on server's buffered events are drained and counted against the responses it
+gave (every served request counted exactly once), plus an exact pass of a fixed number of requests.
+
+Environment: DATABASE_URL, REDIS_URL (as `make bench` sets them); optional BENCH_WEB_ROUNDS (rounds,
+default 5), BENCH_WEB_SECONDS (per case and round, default 4), BENCH_WEB_CONNECTIONS (default 4),
+BENCH_LOADGEN=wrk|python.
 """
 
+import json
 import os
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import benchlib
 from benchlib import BenchError
 
-ROUNDS = int(os.environ.get("BENCH_WEB_ROUNDS", "8"))
-SECONDS = float(os.environ.get("BENCH_WEB_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_WEB_ROUNDS", "5"))
+SECONDS = float(os.environ.get("BENCH_WEB_SECONDS", "4"))
 CONNECTIONS = int(os.environ.get("BENCH_WEB_CONNECTIONS", "4"))
 WARMUP_SECONDS = 2.0
 EXACT_REQUESTS = 1000  # the exact sanity pass: this many requests, this many events
-TARGET_RATIO = 0.90  # tracking may cost at most 10% of throughput
-
-WRK_SCRIPT = benchlib.WRK_REPORT_LUA  # GET / on every request
+SEEDED_ENDPOINTS = 12  # rows /stats lists (besides / and /stats)
+PATHS = ("/", "/stats")
+FLOOR = "floor"
+# Limits nothing reaches: every request is still counted in Redis, none is refused.
+RULES = json.dumps({"/": 1_000_000_000, "/stats": 1_000_000_000, "default": 1_000_000_000})
+# name -> (tracking, limiting, request metrics)
+CONFIGS = {
+    "all on": (True, True, True),
+    "tracking off": (False, True, True),
+    "limiting off": (True, False, True),
+    "metrics off": (True, True, False),
+    "all off": (False, False, False),
+}
+COMPONENTS = {"tracking": "tracking off", "limiting": "limiting off", "metrics": "metrics off"}
+TARGET_FLOOR_SHARE = 0.50  # GET / and GET /stats all on: at least half the floor's req/s
+TARGET_P99_FACTOR = 2.0  # GET / all on: p99 at most twice the floor's
+TARGET_ON_OFF = 0.85  # all on at least 0.85x all off
 
 
 @dataclass(frozen=True)
@@ -45,19 +67,39 @@ class Round(benchlib.LoadRound):
         return 1000 * self.redis_cpu_ms / self.requests if self.requests else 0.0
 
 
-def web_server(*, tracking: bool, database_url: str, key_prefix: str, workdir: Path) -> benchlib.GunicornRole:
-    """The web role with tracking on or off; the rate limiter exempts `/` so that tracking is measured alone."""
+def web_server(*, name: str, database_url: str, key_prefix: str, workdir: Path) -> benchlib.GunicornRole:
+    tracking, limiting, metrics = CONFIGS[name]
     return benchlib.GunicornRole(
         role="web",
-        name="gunicorn",
+        name="web",
+        label=name.replace(" ", "-"),
         tracking=tracking,
         database_url=database_url,
         key_prefix=key_prefix,
         workdir=workdir,
         env={
             "POD_NAME": "bench-web",
-            # Measure tracking alone: the rate limiter (its own benchmark) would refuse the load.
-            "RATELIMIT_EXEMPT_PATHS": "/",
+            "RATE_LIMITS": RULES,
+            # "/" is a prefix of every path: the limiter middleware stays, decides nothing.
+            "RATELIMIT_EXEMPT_PATHS": "/health,/metrics" if limiting else "/",
+            "REQUEST_METRICS_ENABLED": "true" if metrics else "false",
+        },
+    )
+
+
+def floor_server(*, database_url: str, key_prefix: str, workdir: Path, stats_file: Path) -> benchlib.GunicornRole:
+    return benchlib.GunicornRole(
+        role="web",
+        name="web",
+        label=FLOOR,
+        tracking=False,
+        database_url=database_url,
+        key_prefix=key_prefix,
+        workdir=workdir,
+        env={
+            "POD_NAME": "bench-web",
+            "DJANGO_SETTINGS_MODULE": "bench.floor",
+            "BENCH_FLOOR_STATS_FILE": str(stats_file),
         },
     )
 
@@ -69,6 +111,19 @@ def _redis_cpu_seconds() -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def _seed(now: datetime) -> None:
+    """Counters for a few endpoints, so /stats lists a realistic number of rows."""
+    from tracker import services
+    from tracker.events import Event
+
+    events = [
+        Event(endpoint=f"/bench/{i}", occurred_at=now, method="GET", status_code=200, duration_ms=1.0 + i)
+        for i in range(SEEDED_ENDPOINTS)
+        for _ in range(3)
+    ]
+    services.store_events(events)
+
+
 # --- The benchmark -------------------------------------------------------------
 
 
@@ -76,170 +131,192 @@ def main() -> int:
     database_url, _ = benchlib.require_env()
     bench_url = benchlib.bench_database_url(database_url)
     benchlib.migrate(bench_url)
-    on_prefix, off_prefix = benchlib.new_key_prefix("web-on"), benchlib.new_key_prefix("web-off")
-    benchlib.setup_django(database_url=bench_url, key_prefix=on_prefix)
+    prefixes = {name: benchlib.new_key_prefix("web-" + name.replace(" ", "-")) for name in [*CONFIGS, FLOOR]}
+    benchlib.setup_django(database_url=bench_url, key_prefix=prefixes["all on"])
 
     from django.db import connection
 
-    from tracker import buffer, services
+    from tracker import services
     from tracker.models import AccessEvent, EndpointStat
 
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {AccessEvent._meta.db_table}, {EndpointStat._meta.db_table}")
+    _seed(datetime.now(UTC))
 
     use_wrk = benchlib.use_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="bench-web-"))
     script = workdir / "report.lua"
-    script.write_text(WRK_SCRIPT)
+    script.write_text(benchlib.WRK_REPORT_LUA)
     servers = {
-        True: web_server(tracking=True, database_url=bench_url, key_prefix=on_prefix, workdir=workdir),
-        False: web_server(tracking=False, database_url=bench_url, key_prefix=off_prefix, workdir=workdir),
+        name: web_server(name=name, database_url=bench_url, key_prefix=prefixes[name], workdir=workdir)
+        for name in CONFIGS
     }
-    # Responses the tracked server gave, and how many more requests may have been in flight
-    # when wrk stopped (served and tracked, but not counted by wrk).
+    # Responses the all-on server gave to GET /, and how many more may have been in flight when
+    # wrk stopped (served and tracked, but not counted by wrk).
     tracked_responses = tracked_in_flight = 0
 
-    def load(server: benchlib.GunicornRole, seconds: float) -> Round:
+    def load(name: str, path: str, seconds: float) -> Round:
+        server = servers[name]
         cpu_before, redis_before = server.cpu_seconds(), _redis_cpu_seconds()
         if use_wrk:
             result = benchlib.run_wrk(
-                url=server.url, seconds=seconds, connections=CONNECTIONS, script=script, result_type=Round
+                url=server.url + path.lstrip("/"),
+                seconds=seconds,
+                connections=CONNECTIONS,
+                script=script,
+                result_type=Round,
             )
         else:
-            result = benchlib.run_python(port=server.port, seconds=seconds, connections=CONNECTIONS, result_type=Round)
+            result = benchlib.run_python(
+                port=server.port, seconds=seconds, connections=CONNECTIONS, path=path, result_type=Round
+            )
         result = replace(
             result,
             server_cpu_ms=1000 * (server.cpu_seconds() - cpu_before),
             redis_cpu_ms=1000 * (_redis_cpu_seconds() - redis_before),
         )
         nonlocal tracked_responses, tracked_in_flight
-        if server.tracking:
+        if name == "all on" and path == "/":
             tracked_responses += result.requests
             tracked_in_flight += CONNECTIONS if use_wrk else 0
         return result
 
     try:
-        rounds = benchlib.interleaved_rounds(
+        # The floor answers the very /stats body the web role gives (same rows, same JSON).
+        servers["all off"].wait_ready()
+        status, body = benchlib.http_get_body(servers["all off"].port, "/stats")
+        if status != 200:
+            raise BenchError(f"/stats answered {status}")
+        stats_file = workdir / "stats.json"
+        stats_file.write_bytes(body)
+        servers[FLOOR] = floor_server(
+            database_url=bench_url, key_prefix=prefixes[FLOOR], workdir=workdir, stats_file=stats_file
+        )
+        cases = [(name, path) for path in PATHS for name in [FLOOR, *CONFIGS]]
+        results = benchlib.interleaved_configs(
             servers,
+            cases=cases,
             load=load,
             rounds=ROUNDS,
             seconds=SECONDS,
             warmup_seconds=WARMUP_SECONDS,
-            progress="  round {round} tracking {mode:3}: {result.rps:7.0f} req/s, "
-            "p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
-            "server CPU {result.server_cpu_us_per_request:.0f} us/req, "
-            "redis CPU {result.redis_cpu_us_per_request:.0f} us/req",
-            failure="{result.failures} failed request(s) with tracking {mode}",
+            progress=lambda index, name, path, r: (
+                f"  round {index} {path:6} {name:12}: {r.rps:6.0f} req/s, p50 {r.p50_ms:.2f} ms, "
+                f"p99 {r.p99_ms:.2f} ms, gunicorn {r.server_cpu_us_per_request:4.0f} us/req, "
+                f"redis {r.redis_cpu_us_per_request:3.0f} us/req"
+            ),
         )
 
-        # Sanity 1: every response the tracked server gave became exactly one stored event.
-        drained = services.drain_buffer(time_budget_seconds=120)
+        # Sanity 1: every GET / the all-on server answered became exactly one stored event.
+        drained = services.drain_buffer(time_budget_seconds=300)
         stored = AccessEvent.objects.filter(endpoint="/").count()
         counted = EndpointStat.objects.get(endpoint="/").access_count
         if not tracked_responses <= stored <= tracked_responses + tracked_in_flight or counted != stored:
             raise BenchError(
-                f"tracked server answered {tracked_responses} (+ at most {tracked_in_flight} in flight) "
+                f"the all-on server answered {tracked_responses} GET / (+ at most {tracked_in_flight} in flight) "
                 f"but {stored} events were stored and counters say {counted}"
             )
         # Sanity 2, exact: a fixed number of requests gives exactly that many events.
-        exact = benchlib.run_python(port=servers[True].port, seconds=60, connections=2, max_requests=EXACT_REQUESTS)
+        exact = benchlib.run_python(port=servers["all on"].port, seconds=60, connections=2, max_requests=EXACT_REQUESTS)
         services.drain_buffer(time_budget_seconds=60)
         exact_stored = AccessEvent.objects.filter(endpoint="/").count() - stored
         if exact.requests != EXACT_REQUESTS or exact_stored != EXACT_REQUESTS:
             raise BenchError(f"sent {EXACT_REQUESTS} requests, got {exact.requests} responses, stored {exact_stored}")
-        depth = buffer.depth()
-        with _prefix(off_prefix):
-            off_depth = buffer.depth()
-        if any(depth.values()) or any(off_depth.values()):
-            raise BenchError(f"buffer not empty after the drain: on {depth}, off {off_depth}")
     except BenchError:
         for server in servers.values():
-            tail = server.log_tail()
-            print(f"--- gunicorn (tracking {benchlib.mode(server.tracking)}) log tail ---\n{tail}", file=sys.stderr)
+            print(f"--- gunicorn ({server.label}) log tail ---\n{server.log_tail()}", file=sys.stderr)
         raise
     finally:
         for server in servers.values():
             server.stop()
-        benchlib.delete_redis_keys(on_prefix)
-        benchlib.delete_redis_keys(off_prefix)
+        for prefix in prefixes.values():
+            benchlib.delete_redis_keys(prefix)
         shutil.rmtree(workdir, ignore_errors=True)
 
     sanity = (
-        f"Sanity: the tracked server gave {tracked_responses} responses as counted by the load generator "
+        f"Sanity: the all-on server answered {tracked_responses} `GET /` as counted by the load generator "
         f"(warm-up included; up to {tracked_in_flight} more may have been in flight when it stopped); the drain "
-        f"stored {stored} events in {drained.batches} batches and the `/` counter says {counted}. An exact pass of "
-        f"{EXACT_REQUESTS} more requests stored exactly {exact_stored} events. The untracked server buffered "
-        "nothing; the buffer was empty afterwards."
+        f"stored {stored} `/` events in {drained.batches} batch(es) and the `/` counter says {counted}. An exact "
+        f"pass of {EXACT_REQUESTS} more requests stored exactly {exact_stored} events."
     )
-    print(_report(rounds, use_wrk=use_wrk, sanity=sanity))
+    print(_report(results, use_wrk=use_wrk, sanity=sanity))
     return 0
 
 
-class _prefix:
-    """Temporarily read another server's buffer (its own CACHE_KEY_PREFIX)."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-
-    def __enter__(self):
-        from django.core.cache import cache
-
-        self.saved, cache.key_prefix = cache.key_prefix, self.prefix
-
-    def __exit__(self, *exc):
-        from django.core.cache import cache
-
-        cache.key_prefix = self.saved
+def _median(rounds: list[Round], attribute: str) -> float:
+    return benchlib.median([getattr(r, attribute) for r in rounds])
 
 
-def _report(rounds: dict[bool, list[Round]], *, use_wrk: bool, sanity: str) -> str:
-    on, off = rounds[True], rounds[False]
-    rps_on, rps_off = benchlib.median([r.rps for r in on]), benchlib.median([r.rps for r in off])
-    ratio = rps_on / rps_off
-    # Ratio of each adjacent on/off pair: a second view of the same cost, robust to drift.
-    pair_ratios = [a.rps / b.rps for a, b in zip(on, off, strict=True)]
+def _cpu(rounds: list[Round]) -> float:
+    return _median(rounds, "server_cpu_us_per_request")
+
+
+def _redis(rounds: list[Round]) -> float:
+    return _median(rounds, "redis_cpu_us_per_request")
+
+
+def _report(results: dict[tuple[str, str], list[Round]], *, use_wrk: bool, sanity: str) -> str:
     loadgen = (
         f"wrk (1 thread, {CONNECTIONS} connections)"
         if use_wrk
         else f"Python http.client ({CONNECTIONS} processes; wrk not installed)"
     )
     lines = [
-        "## Request tracking (web)",
+        "## The hot path against the framework floor (web)",
         "",
-        f"`GET /` on the web role: gunicorn, 2 sync workers, on 127.0.0.1, against PostgreSQL and Redis. "
-        f"Load: {loadgen}, {ROUNDS} rounds of {SECONDS:.0f} s per mode, interleaved on/off; "
-        "a new TCP connection per request (gunicorn's sync workers close each one).",
+        f"gunicorn with the web role's config (2 sync workers) on 127.0.0.1; load: {loadgen}; {ROUNDS} rounds of "
+        f"{SECONDS:.0f} s per case, every case once per round, the order rotating; a new TCP connection per request. "
+        "Medians of the rounds (req/s also min-max); CPU per request of gunicorn (master + workers) and redis-server.",
         "",
-        "| round | tracking | req/s | p50 ms | p99 ms | gunicorn CPU µs/req | redis CPU µs/req |",
-        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for index, (a, b) in enumerate(zip(on, off, strict=True)):
-        for tracking, r in (("on", a), ("off", b)):
+    verdicts = []
+    for path in PATHS:
+        floor = results[(FLOOR, path)]
+        floor_rps, floor_p99 = _median(floor, "rps"), _median(floor, "p99_ms")
+        lines += [
+            f"### `GET {path}`" + (" (warm)" if path == "/stats" else ""),
+            "",
+            "| server | req/s | min-max | share of the floor | p50 ms | p99 ms "
+            "| gunicorn CPU µs/req | redis CPU µs/req |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in [FLOOR, *CONFIGS]:
+            rounds = results[(name, path)]
+            rps = _median(rounds, "rps")
             lines.append(
-                f"| {index + 1} | {tracking} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                f"{r.server_cpu_us_per_request:.0f} | {r.redis_cpu_us_per_request:.0f} |"
+                f"| {name} | {rps:.0f} | {min(r.rps for r in rounds):.0f}-{max(r.rps for r in rounds):.0f} | "
+                f"{100 * rps / floor_rps:.0f}% | {_median(rounds, 'p50_ms'):.2f} | {_median(rounds, 'p99_ms'):.2f} | "
+                f"{_cpu(rounds):.0f} | {_redis(rounds):.0f} |"
             )
-    for tracking, rs in (("on", on), ("off", off)):
+        on = results[("all on", path)]
+        lines += ["", "What each component costs (everything on minus that component off; medians):", ""]
+        for component, off_name in COMPONENTS.items():
+            off = results[(off_name, path)]
+            lines.append(
+                f"- {component}: gunicorn "
+                f"{_cpu(on) - _cpu(off):+.0f} µs/req, redis {_redis(on) - _redis(off):+.0f} µs/req, "
+                f"throughput x{_median(on, 'rps') / _median(off, 'rps'):.2f}"
+            )
+        all_off = results[("all off", path)]
         lines.append(
-            f"| **median** | **{tracking}** | **{benchlib.median([r.rps for r in rs]):.0f}** | "
-            f"**{benchlib.median([r.p50_ms for r in rs]):.2f}** | **{benchlib.median([r.p99_ms for r in rs]):.2f}** | "
-            f"**{benchlib.median([r.server_cpu_us_per_request for r in rs]):.0f}** | "
-            f"**{benchlib.median([r.redis_cpu_us_per_request for r in rs]):.0f}** |"
+            f"- the rest of the web role (all off minus the floor: middleware, view, cache): gunicorn "
+            f"{_cpu(all_off) - _cpu(floor):+.0f} µs/req, redis {_redis(all_off) - _redis(floor):+.0f} µs/req"
         )
-    verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
-    cpu_ratio = benchlib.median([r.server_cpu_us_per_request for r in on]) / benchlib.median(
-        [r.server_cpu_us_per_request for r in off]
-    )
-    lines += [
-        "",
-        f"Throughput with tracking on / off: **{ratio:.3f}** (median of rounds; per-pair ratios "
-        f"{', '.join(f'{r:.3f}' for r in pair_ratios)}, median {benchlib.median(pair_ratios):.3f}). "
-        f"Tracking costs {100 * (1 - ratio):.1f}% of throughput; target at most 10%: **{verdict}**. "
-        f"Server CPU per request on / off (less sensitive to other load on the machine): **{cpu_ratio:.3f}**.",
-        "",
-        sanity,
-        "",
-    ]
+        lines.append("")
+        share = _median(on, "rps") / floor_rps
+        on_off = _median(on, "rps") / _median(all_off, "rps")
+        verdicts.append(
+            f"`GET {path}` all on: {100 * share:.0f}% of the floor (target ≥ {100 * TARGET_FLOOR_SHARE:.0f}%: "
+            f"**{'met' if share >= TARGET_FLOOR_SHARE else 'MISSED'}**); all on / all off {on_off:.2f} "
+            f"(target ≥ {TARGET_ON_OFF}: **{'met' if on_off >= TARGET_ON_OFF else 'MISSED'}**)"
+        )
+        if path == "/":
+            p99_factor = _median(on, "p99_ms") / floor_p99
+            verdicts.append(
+                f"`GET /` all on p99 {p99_factor:.2f}x the floor's (target ≤ {TARGET_P99_FACTOR:.0f}x: "
+                f"**{'met' if p99_factor <= TARGET_P99_FACTOR else 'MISSED'}**)"
+            )
+    lines += ["Targets:", ""] + [f"- {v}" for v in verdicts] + ["", sanity, ""]
     return "\n".join(lines)
 
 

@@ -142,12 +142,16 @@ def http_get(port: int, path: str) -> int:
     """GET http://127.0.0.1:<port><path> on a new connection; the response status (body read and dropped).
 
     Raises OSError when the server cannot be reached or the 10 s timeout passes."""
+    return http_get_body(port, path)[0]
+
+
+def http_get_body(port: int, path: str) -> tuple[int, bytes]:
+    """As http_get, returning the status and the body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request("GET", path, headers=REQUEST_HEADERS)
         response = conn.getresponse()
-        response.read()
-        return response.status
+        return response.status, response.read()
     finally:
         conn.close()
 
@@ -193,12 +197,14 @@ class GunicornRole:
         key_prefix: str,
         workdir: Path,
         env: dict[str, str],
+        label: str | None = None,
     ):
         self.name = name
         self.tracking = tracking
+        self.label = label or mode(tracking)  # names the log and Prometheus directory (unique per server)
         self.port = free_port()
         self.key_prefix = key_prefix
-        self.log_path = workdir / f"{name}-{mode(tracking)}.log"
+        self.log_path = workdir / f"{name}-{self.label}.log"
         process_env = os.environ | {
             "DATABASE_URL": database_url,
             "CACHE_KEY_PREFIX": key_prefix,
@@ -206,12 +212,12 @@ class GunicornRole:
             "BIND_HOST": "127.0.0.1",
             "WEB_CONCURRENCY": "2",
             "TRACKING_ENABLED": "true" if tracking else "false",
-            "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"prometheus-{mode(tracking)}"),
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"prometheus-{self.label}"),
             "GUNICORN_ACCESS_LOG": "false",
             "LOG_LEVEL": "WARNING",
         }
+        process_env.pop("DJANGO_SETTINGS_MODULE", None)  # the project's settings, unless env names others
         process_env |= env
-        process_env.pop("DJANGO_SETTINGS_MODULE", None)
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", f"python:endpointstats.gunicorn_{role}"],
@@ -374,6 +380,36 @@ def run_python(
         p99_ms=percentile(latencies, 0.99) * 1000,
         failures=sum(failures for _, failures in results),
     )
+
+
+def interleaved_configs(
+    servers: dict[str, GunicornRole],
+    *,
+    cases: list[tuple[str, str]],
+    load: Callable[[str, str, float], R],
+    rounds: int,
+    seconds: float,
+    warmup_seconds: float,
+    progress: Callable[[int, str, str, R], str],
+) -> dict[tuple[str, str], list[R]]:
+    """Many servers and paths: each round loads every (server name, path) case once for `seconds`,
+    starting one case further along each round, so drift on a shared machine spreads over all of
+    them. Each case is warmed up first. Returns the rounds per case, in order. BenchError on any
+    failed request."""
+    for server in servers.values():
+        server.wait_ready()
+    for name, path in cases:
+        load(name, path, warmup_seconds)
+    results: dict[tuple[str, str], list[R]] = {case: [] for case in cases}
+    for index in range(rounds):
+        shift = index % len(cases)
+        for name, path in cases[shift:] + cases[:shift]:
+            result = load(name, path, seconds)
+            if result.failures:
+                raise BenchError(f"{result.failures} failed request(s) on {name} {path} (round {index + 1})")
+            results[(name, path)].append(result)
+            print(progress(index + 1, name, path, result), file=sys.stderr, flush=True)
+    return results
 
 
 def interleaved_rounds(

@@ -132,6 +132,8 @@ INSTALLED_APPS = [
     "analytics",
 ]
 
+# Prometheus request metrics (off: a benchmark of what they cost; /metrics still serves the rest).
+REQUEST_METRICS_ENABLED = env_bool("REQUEST_METRICS_ENABLED", True)
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     # Outermost of our own so its timing covers everything below it.
@@ -148,6 +150,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+if not REQUEST_METRICS_ENABLED:
+    MIDDLEWARE = [name for name in MIDDLEWARE if not name.startswith("django_prometheus.")]
 
 ROOT_URLCONF = f"endpointstats.urls.{'limiter' if ROLE == 'limiter' else 'web'}"
 WSGI_APPLICATION = "endpointstats.wsgi.application"

@@ -1,19 +1,25 @@
 """Rate-limit decisions, shared by the web role's middleware and the limiter role's /check.
 
-Counting is django-ratelimit's core (`get_usage`) on the default cache (django-redis), so every
-replica of both roles shares the counters. Each counter is one Redis key per (endpoint, policy,
-client, window): `SET NX` creates it with the first request of a window and an atomic `INCR`
-counts every later one, so concurrent requests each get a distinct count and exactly `limit`
-of them are admitted. A decision costs one Redis round trip for the first request of a window
-and two after that (per policy: a rule with a burst window counts in two counters).
+Counting is one Lua script on the default cache's Redis (django-redis), so every replica of both
+roles shares the counters: for each of the rule's counters it runs an atomic `INCR` (and sets the
+expiry when the `INCR` created the key), so concurrent requests each get a distinct count and
+exactly `limit` of them are admitted. A decision costs ONE Redis round trip, whatever the number
+of counters (a rule with a burst window counts in two). The script is sent by SHA (`EVALSHA`);
+redis-py loads it once per Redis server when the server does not know it yet.
+
+django-ratelimit stays the library for what it does well: its window arithmetic (`_get_window`:
+fixed windows whose edges are staggered per client, so clients do not all reset at once), its
+settings (RATELIMIT_IPV4_MASK / RATELIMIT_IPV6_MASK, RATELIMIT_FAIL_OPEN) and its `@ratelimit`
+decorator for any view that wants a limit of its own. Its `get_usage` costs two round trips per
+counter (`SET NX`, then `INCR`) and cannot count several counters at once, so these counters are
+our own keys; a view decorated with `@ratelimit` keeps separate counters of django-ratelimit's.
 
 The key scheme (what web and limiter must agree on):
-    group  = "endpointstats:<policy>:<endpoint>"   policy "endpoint" or "burst", endpoint the route
-    value  = client_key(ip)                         "203.0.113.7/32", IPv6 per /64 network
-    rate   = (0, window_seconds)                    see COUNTER_RATE_COUNT below
-    key    = cache.make_key("rl:" + sha256(group + "0/<window>s" + value + <window end>))
-django-ratelimit puts the rate into the key; passing a constant count keeps the limit out of it,
-so changing a limit keeps every client's count in the current window (a lowered limit applies at
+    key = cache.make_key("rl:{<client>}:<policy>:<window_seconds>:<window end>:<endpoint>")
+client is client_key(ip) ("203.0.113.7/32", IPv6 per /64), policy "endpoint" or "burst",
+endpoint the route. The `{<client>}` hash tag puts all counters of one client in one Redis
+Cluster slot, so the multi-key script is valid on a cluster. The limit is not in the key, so
+changing a limit keeps every client's count in the current window (a lowered limit applies at
 once, a raised one frees the difference). Changing a window's length starts new counters.
 """
 
@@ -24,7 +30,9 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django_ratelimit.core import get_usage
+from django.core.cache import cache
+from django_ratelimit.core import _get_window
+from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
@@ -35,9 +43,19 @@ from ratelimit.rules import Rate, Rule
 logger = logging.getLogger(__name__)
 
 ALLOWED, LIMITED, SHADOW, ERROR = "allowed", "limited", "shadow", "error"
-# django-ratelimit builds its cache key from the rate's count and window. The count is always 0
-# here, so the key holds the window but not the limit; we compare the count with the limit ourselves.
-COUNTER_RATE_COUNT = 0
+# A counter outlives its window by this much (as django-ratelimit's EXPIRATION_FUDGE), so a
+# request at the very end of a window never finds its counter already gone.
+EXPIRY_MARGIN_SECONDS = 5
+# Every counter of one request in one round trip: INCR each key, set the expiry of new ones.
+_COUNT_SCRIPT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  if count == 1 then redis.call('EXPIRE', key, ARGV[i]) end
+  counts[i] = count
+end
+return counts
+"""
 NEAR_LIMIT_FRACTION = 0.8
 UNKNOWN_CLIENT = "unknown"  # no usable address (misconfigured proxy set-up): such requests share one counter
 OTHER_ENDPOINT = "<other>"  # metric label for /check endpoints without a rule (callers choose those names)
@@ -166,43 +184,62 @@ def _count(*, endpoint: str, client: str, rule: Rule) -> tuple[Usage, ...] | Non
     if time.monotonic() < _redis_retry_at:
         return None
     try:
-        usages = tuple(
-            _count_one(policy=policy, rate=rate, endpoint=endpoint, client=client) for policy, rate in rule.policies()
-        )
+        return count_request(endpoint=endpoint, client=client, policies=rule.policies())
     except (RedisError, ConnectionInterrupted, OSError) as error:
-        # django-ratelimit's own fail-open only covers a cache that answers "no value"; a Redis
-        # connection error is raised through it (django-redis re-raises the redis-py error).
         _redis_retry_at = time.monotonic() + REDIS_RETRY_AFTER_SECONDS
         logger.warning("Rate-limit counters unreachable (%s); failing %s", error, _policy_name())
         return None
     except Exception:  # a bug must not turn into a 500 for every request; the failure policy decides
         logger.exception("Rate-limit decision failed for %s; failing %s", endpoint, _policy_name())
         return None
-    if any(usage is None for usage in usages):
-        logger.warning("Rate-limit counter lost for %s (cache answered no value); failing %s", endpoint, _policy_name())
-        return None
-    return usages
 
 
-def _count_one(*, policy: str, rate: Rate, endpoint: str, client: str) -> Usage | None:
-    usage = get_usage(
-        None,  # the key and rate are given explicitly: django-ratelimit needs no request for them
-        group=f"endpointstats:{policy}:{endpoint}",
-        key=lambda group, request: client,
-        rate=(COUNTER_RATE_COUNT, rate.window_seconds),
-        increment=True,
+def counter_key(*, policy: str, window_seconds: int, window_end: int, endpoint: str, client: str) -> str:
+    """The Redis key of one counter (see the module docstring); `{client}` is the Cluster hash tag."""
+    return cache.make_key(f"rl:{{{client}}}:{policy}:{window_seconds}:{window_end}:{endpoint}")
+
+
+def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate], ...]) -> tuple[Usage, ...]:
+    """INCR every counter of one request in one round trip (atomic per counter); raises RedisError."""
+    now = int(time.time())
+    keys, expiries, windows = [], [], []
+    for policy, rate in policies:
+        # django-ratelimit's window: fixed, its edge staggered per client.
+        window_end = _get_window(client, rate.window_seconds)
+        keys.append(
+            counter_key(
+                policy=policy,
+                window_seconds=rate.window_seconds,
+                window_end=window_end,
+                endpoint=endpoint,
+                client=client,
+            )
+        )
+        expiries.append(rate.window_seconds + EXPIRY_MARGIN_SECONDS)
+        windows.append(window_end)
+    counts = _script()(keys=keys, args=expiries, client=get_redis_connection("default"))
+    return tuple(
+        Usage(
+            policy=policy,
+            limit=rate.limit,
+            window_seconds=rate.window_seconds,
+            current=int(count),
+            # window_end is the window's last whole second; the window ends one second later.
+            reset_after=max(1, window_end - now + 1),
+        )
+        for (policy, rate), count, window_end in zip(policies, counts, windows, strict=True)
     )
-    # With increment=True a reachable counter is >= 1; None or 0 is django-ratelimit's "cache failed".
-    if usage is None or not usage["count"]:
-        return None
-    return Usage(
-        policy=policy,
-        limit=rate.limit,
-        window_seconds=rate.window_seconds,
-        current=int(usage["count"]),
-        # time_left counts to the window's last whole second; the window ends one second later.
-        reset_after=max(1, usage["time_left"] + 1),
-    )
+
+
+_count_script = None
+
+
+def _script():
+    """The registered Lua script (redis-py sends EVALSHA and loads it on NOSCRIPT)."""
+    global _count_script
+    if _count_script is None:
+        _count_script = get_redis_connection("default").register_script(_COUNT_SCRIPT)
+    return _count_script
 
 
 def _policy_name() -> str:
