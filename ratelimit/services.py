@@ -4,8 +4,8 @@ Counting is one Lua script on the default cache's Redis (django-redis), so every
 roles shares the counters: for each of the rule's counters it runs an atomic `INCR` (and sets the
 expiry when the `INCR` created the key), so concurrent requests each get a distinct count and
 exactly `limit` of them are admitted. A decision costs ONE Redis round trip, whatever the number
-of counters (a rule with a burst window counts in two). The script is sent by SHA (`EVALSHA`);
-redis-py loads it once per Redis server when the server does not know it yet.
+of counters (a rule with a burst window counts in two). The script is sent by SHA (`EVALSHA`),
+and in full (`EVAL`, which caches it) only when a server does not know it yet.
 
 django-ratelimit stays the library for what it does well: its window arithmetic (`_get_window`:
 fixed windows whose edges are staggered per client, so clients do not all reset at once), its
@@ -23,9 +23,13 @@ changing a limit keeps every client's count in the current window (a lowered lim
 once, a raised one frees the difference). Changing a window's length starts new counters.
 """
 
+import functools
+import hashlib
 import ipaddress
 import logging
 import math
+import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -34,7 +38,9 @@ from django.core.cache import cache
 from django_ratelimit.core import _get_window
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ratelimit import rules as rules_module
 from ratelimit.metrics import DECISIONS, NEAR_LIMIT
@@ -120,16 +126,18 @@ def client_key(ip: str | None) -> str:
     """
     if not ip:
         return UNKNOWN_CLIENT
+    return _client_key(ip, getattr(settings, "RATELIMIT_IPV4_MASK", 32), getattr(settings, "RATELIMIT_IPV6_MASK", 64))
+
+
+@functools.lru_cache(maxsize=4096)  # parsing an address costs more than the rest of a decision's Python
+def _client_key(ip: str, ipv4_mask: int, ipv6_mask: int) -> str:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return UNKNOWN_CLIENT
     if address.version == 6 and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if address.version == 4:
-        mask = getattr(settings, "RATELIMIT_IPV4_MASK", 32)
-    else:
-        mask = getattr(settings, "RATELIMIT_IPV6_MASK", 64)
+    mask = ipv4_mask if address.version == 4 else ipv6_mask
     return str(ipaddress.ip_network(f"{address}/{mask}", strict=False))
 
 
@@ -151,17 +159,17 @@ def check_rate(*, endpoint: str, client_ip: str | None, bounded_endpoint: bool =
     usages = _count(endpoint=endpoint, client=client, rule=rule)
     if usages is None:
         allowed = settings.RATELIMIT_FAIL_OPEN or shadow  # a dry run never refuses, not even failing closed
-        DECISIONS.labels(endpoint=label, outcome=ERROR).inc()
+        _decisions(label, ERROR).inc()
         return Decision(endpoint=endpoint, client=client, rule=rule, outcome=ERROR, allowed=allowed, shadow=shadow)
     if any(usage.current == near_limit_mark(usage.limit) for usage in usages):
-        NEAR_LIMIT.labels(endpoint=label).inc()
+        _near_limit(label).inc()
     if not any(usage.exceeded for usage in usages):
         outcome = ALLOWED
     elif shadow:
         outcome = SHADOW
     else:
         outcome = LIMITED
-    DECISIONS.labels(endpoint=label, outcome=outcome).inc()
+    _decisions(label, outcome).inc()
     return Decision(
         endpoint=endpoint,
         client=client,
@@ -171,6 +179,16 @@ def check_rate(*, endpoint: str, client_ip: str | None, bounded_endpoint: bool =
         usages=usages,
         shadow=shadow,
     )
+
+
+@functools.cache  # labelled children, looked up once (endpoint names are bounded: routes or rules)
+def _decisions(endpoint: str, outcome: str):
+    return DECISIONS.labels(endpoint=endpoint, outcome=outcome)
+
+
+@functools.cache
+def _near_limit(endpoint: str):
+    return NEAR_LIMIT.labels(endpoint=endpoint)
 
 
 def near_limit_mark(limit: int) -> int:
@@ -217,7 +235,7 @@ def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate
         )
         expiries.append(rate.window_seconds + EXPIRY_MARGIN_SECONDS)
         windows.append(window_end)
-    counts = _script()(keys=keys, args=expiries, client=get_redis_connection("default"))
+    counts = _evalsha(get_redis_connection("default"), keys=keys, args=expiries)
     return tuple(
         Usage(
             policy=policy,
@@ -231,15 +249,52 @@ def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate
     )
 
 
-_count_script = None
+def _drop_if_stale(connection) -> None:
+    """Disconnect a socket the server closed (a restart, an idle timeout) or that holds unread
+    data, so the next send reconnects; as redis-py's pool checks a connection before lending it."""
+    if connection._sock is None:
+        return
+    try:
+        stale = connection.can_read()
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        stale = True
+    if stale:
+        connection.disconnect()
 
 
-def _script():
-    """The registered Lua script (redis-py sends EVALSHA and loads it on NOSCRIPT)."""
-    global _count_script
-    if _count_script is None:
-        _count_script = get_redis_connection("default").register_script(_COUNT_SCRIPT)
-    return _count_script
+_COUNT_SHA = hashlib.sha1(_COUNT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+_held = threading.local()
+
+
+def _evalsha(client, *, keys: list[str], args: list[int]) -> list[int]:
+    """Run the count script in one round trip on a connection this thread keeps.
+
+    redis-py's per-command path (pool checkout and release, retries, observability hooks) cost
+    more CPU than the round trip itself here (docs/PERFORMANCE.md), so each thread keeps one
+    connection of its own, made with the pool's settings (address, db, password, timeouts). A
+    stale socket is replaced before sending; any error drops the connection and is raised (the
+    caller fails open or closed), so a command is never sent twice. A client without a plain
+    connection pool (Redis Cluster) goes through redis-py's Script as usual.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or getattr(client, "connection", None) is not None:
+        return client.register_script(_COUNT_SCRIPT)(keys=keys, args=args)
+    connection = getattr(_held, "connection", None)
+    if connection is None or _held.pool is not pool or _held.pid != os.getpid():
+        connection = pool.connection_class(**pool.connection_kwargs)
+        _held.connection, _held.pool, _held.pid = connection, pool, os.getpid()
+    try:
+        _drop_if_stale(connection)
+        connection.send_command("EVALSHA", _COUNT_SHA, len(keys), *keys, *args)
+        try:
+            return connection.read_response()
+        except NoScriptError:  # a new or flushed server: EVAL sends the script and caches it there
+            connection.send_command("EVAL", _COUNT_SCRIPT, len(keys), *keys, *args)
+            return connection.read_response()
+    except BaseException:
+        connection.disconnect()
+        _held.connection = None
+        raise
 
 
 def _policy_name() -> str:

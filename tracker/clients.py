@@ -1,5 +1,6 @@
 """Who is calling: the client address, which a client must not be able to choose."""
 
+import functools
 import ipaddress
 
 from django.conf import settings
@@ -27,6 +28,11 @@ def client_ip(request: HttpRequest) -> str | None:
 def is_ip_address(value: str | None) -> bool:
     if not value:
         return False
+    return _parses(value)
+
+
+@functools.lru_cache(maxsize=4096)  # once per request on the hot path; clients repeat
+def _parses(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
     except ValueError:

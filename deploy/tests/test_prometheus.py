@@ -122,5 +122,6 @@ def test_every_app_metric_used_by_alerts_and_dashboards_is_exported_by_the_code(
         if not any(re.search(rf"[\"']{re.escape(name)}[\"']", source) for name in candidates):
             missing.append(metric)
     assert not missing, "metrics used by alerts/dashboards that no code exports: " + ", ".join(missing)
-    # django-prometheus's own names
-    assert "django_http_responses_total_by_status_total" in text
+    # the request metrics (endpointstats.requestmetrics) are among them
+    assert "endpointstats_http_requests_total" in text
+    assert "endpointstats_http_request_duration_seconds_bucket" in text

@@ -72,3 +72,17 @@ def test_the_counters_of_one_client_share_a_redis_cluster_slot():
     assert len(set(keys)) == 6
     assert all("{203.0.113.7/32}" in key for key in keys)
     assert len({key_slot(key.encode()) for key in keys}) == 1
+
+
+@pytest.mark.django_db
+def test_a_connection_closed_by_redis_between_decisions_is_replaced_not_failed(settings, private_redis):
+    settings.RATE_LIMITS = {"/c": 100}
+    first = services.check_rate(endpoint="/c", client_ip="203.0.113.82")
+    redis.Redis.from_url(private_redis.url).client_kill_filter(
+        _type="normal", skipme=True
+    )  # as a restart or idle timeout
+
+    second = services.check_rate(endpoint="/c", client_ip="203.0.113.82")
+
+    assert (first.outcome, second.outcome) == ("allowed", "allowed")
+    assert second.usages[0].current in {2, 1}  # 1 only if the window turned meanwhile

@@ -1,3 +1,6 @@
+"""Output serializers. WelcomeOutput and StatsOutput (hot paths) only describe the responses in
+the OpenAPI schema: the views render plain dicts (tracker.queries builds the /stats rows)."""
+
 from rest_framework import serializers
 
 

@@ -3,49 +3,47 @@
 import socket
 
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tracker import health, queries
+from tracker.api.renderers import FastJSONRenderer, JSONOnlyNegotiation
 from tracker.api.serializers import HealthOutput, StatsOutput, WelcomeOutput
-
-WELCOME_MESSAGE = "Welcome to the API Access Tracker"
-WELCOME_CACHE_SECONDS = 60
 
 
 class WelcomeView(APIView):
-    """GET / : a greeting from the pod that served it."""
+    """GET / : a greeting from the pod that served it.
+
+    A hot path: plain dicts rendered by orjson; WelcomeOutput only describes them in the schema.
+    """
+
+    renderer_classes = [FastJSONRenderer]
+    content_negotiation_class = JSONOnlyNegotiation
 
     @extend_schema(responses=WelcomeOutput)
     def get(self, request: Request) -> Response:
-        key = f"tracker:welcome:{settings.POD_NAME}"
-        try:
-            message = cache.get(key)
-            if message is None:
-                cache.set(key, WELCOME_MESSAGE, WELCOME_CACHE_SECONDS)
-        except RedisError:
-            message = None
-        body = {
-            "message": message or WELCOME_MESSAGE,
-            "pod": settings.POD_NAME,
-            "timestamp": timezone.now(),
-            "from_cache": message is not None,
-        }
-        return Response(WelcomeOutput(body).data)
+        message, from_cache = queries.welcome_message()
+        return Response(
+            {"message": message, "pod": settings.POD_NAME, "timestamp": timezone.now(), "from_cache": from_cache}
+        )
 
 
 class StatsView(APIView):
-    """GET /stats : per-endpoint counters, from the cache when warm."""
+    """GET /stats : per-endpoint counters, from the cache when warm.
+
+    A hot path: cached rows are JSON-ready dicts; StatsOutput only describes them in the schema.
+    """
+
+    renderer_classes = [FastJSONRenderer]
+    content_negotiation_class = JSONOnlyNegotiation
 
     @extend_schema(responses=StatsOutput)
     def get(self, request: Request) -> Response:
-        stats, from_cache = queries.endpoint_stats()
-        return Response(StatsOutput({"endpoints": stats, "from_cache": from_cache}).data)
+        rows, from_cache = queries.endpoint_stats()
+        return Response({"endpoints": rows, "from_cache": from_cache})
 
 
 class HealthView(APIView):

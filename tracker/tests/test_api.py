@@ -1,11 +1,15 @@
 """The public API's JSON contracts (paths and fields of the reference design)."""
 
+import json
+import time
 from datetime import datetime
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from tracker import services
+from tracker import localcache, queries, services
+from tracker.api.serializers import EndpointStatOutput
 from tracker.models import EndpointStat
 
 pytestmark = pytest.mark.django_db
@@ -121,3 +125,51 @@ def test_bad_requests_get_a_json_error_not_a_500(client, method, path, status):
     assert response.status_code == status
     body = response.json()
     assert body["error"] and body["message"]
+
+
+def test_stats_rows_are_exactly_what_the_schema_serializer_describes(client):
+    client.get("/")
+    client.get("/", REMOTE_ADDR="203.0.113.9")
+    client.get("/nowhere")
+    services.drain_buffer()
+
+    body = client.get("/stats").json()  # plain dicts rendered by orjson on the hot path
+
+    expected = EndpointStatOutput(EndpointStat.objects.order_by("endpoint"), many=True).data
+    assert body["endpoints"] == json.loads(json.dumps(expected))
+    assert client.get("/stats").json()["endpoints"] == body["endpoints"]  # warm: the same rows
+
+
+def test_hot_endpoints_are_described_in_the_schema_from_their_serializers(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    components = schema["components"]["schemas"]
+    assert set(components["WelcomeOutput"]["properties"]) == {"message", "pod", "timestamp", "from_cache"}
+    assert {"endpoints", "from_cache"} == set(components["StatsOutput"]["properties"])
+    assert "success_rate" in components["EndpointStatOutput"]["properties"]
+    ok = schema["paths"]["/stats"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/StatsOutput"}
+
+
+def test_a_warm_stats_in_another_process_follows_a_drain_within_the_local_cache_time(client):
+    client.get("/")
+    services.drain_buffer()
+    assert client.get("/stats").json()["from_cache"] is False
+    assert client.get("/stats").json()["from_cache"] is True  # this process's copy
+
+    # Another process (the worker's drain) forgets the shared entry; this process's copy is
+    # then served until it is LOCAL_CACHE_SECONDS old, never longer.
+    cache.delete(queries.STATS_CACHE_KEY)
+    assert client.get("/stats").json()["from_cache"] is True
+    localcache.forget(queries.STATS_CACHE_KEY)  # as when LOCAL_CACHE_SECONDS have passed
+    assert client.get("/stats").json()["from_cache"] is False
+
+
+def test_a_local_copy_never_outlives_the_shared_entry_it_came_from(settings):
+    settings.LOCAL_CACHE_SECONDS = 60
+    localcache.put("k", "value", shared_expires_at=time.time() + 60)
+    assert localcache.get("k") == "value"
+
+    localcache.put("k", "value", shared_expires_at=time.time() - 1)  # the shared entry already expired
+
+    assert localcache.get("k") is None

@@ -64,9 +64,7 @@ def test_a_cold_start_of_two_workers_on_an_empty_database_never_fails(empty_post
 
     assert statuses == [200] * 40
     # Both workers' counts are in one scrape (prometheus_client multiprocess mode).
-    served = re.findall(
-        r'django_http_responses_total_by_status_view_method_total\{[^}]*view="welcome"[^}]*\} (\S+)', metrics
-    )
+    served = re.findall(r'endpointstats_http_requests_total\{[^}]*endpoint="/"[^}]*\} (\S+)', metrics)
     assert sum(float(value) for value in served) == 40
 
 
