@@ -3,7 +3,6 @@
 import time
 
 from django.conf import settings
-from django.core.checks import Error, register
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
@@ -44,24 +43,6 @@ class AdminMiddleware:
             if response is not None:
                 return response
         return None
-
-
-@register()
-def check_admin_middleware(app_configs, **kwargs) -> list[Error]:
-    """Stands in for the admin's own checks (admin.E408-E410, silenced in settings because the
-    middleware moved into ADMIN_MIDDLEWARE): the admin still gets all three."""
-    needed = [
-        "django.contrib.sessions.middleware.SessionMiddleware",
-        "django.contrib.auth.middleware.AuthenticationMiddleware",
-        "django.contrib.messages.middleware.MessageMiddleware",
-    ]
-    if "endpointstats.middleware.AdminMiddleware" not in settings.MIDDLEWARE:
-        return []
-    return [
-        Error(f"{name} must be in ADMIN_MIDDLEWARE for the admin.", id="endpointstats.E001")
-        for name in needed
-        if name not in settings.ADMIN_MIDDLEWARE
-    ]
 
 
 class RequestMetricsMiddleware:

@@ -157,8 +157,9 @@ ADMIN_MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 ADMIN_PATHS = env_list("ADMIN_PATHS", "/admin/")
-# The admin's checks look for these three in MIDDLEWARE; endpointstats.E001 checks ADMIN_MIDDLEWARE instead.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+# These checks look for the admin's middleware in MIDDLEWARE; endpointstats.E001 (and W016, as
+# security.W016) check ADMIN_MIDDLEWARE instead (endpointstats/middleware.py).
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410", "security.W003"]
 
 ROOT_URLCONF = f"endpointstats.urls.{'limiter' if ROLE == 'limiter' else 'web'}"
 WSGI_APPLICATION = "endpointstats.wsgi.application"

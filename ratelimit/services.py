@@ -34,9 +34,10 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django_ratelimit.core import _get_window
 from django_redis import get_redis_connection
+from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
@@ -212,20 +213,25 @@ def _count(*, endpoint: str, client: str, rule: Rule) -> tuple[Usage, ...] | Non
         return None
 
 
-def counter_key(*, policy: str, window_seconds: int, window_end: int, endpoint: str, client: str) -> str:
-    """The Redis key of one counter (see the module docstring); `{client}` is the Cluster hash tag."""
-    return cache.make_key(f"rl:{{{client}}}:{policy}:{window_seconds}:{window_end}:{endpoint}")
+def counter_name(*, policy: str, window_seconds: int, window_end: int, endpoint: str, client: str) -> str:
+    """The cache key of one counter (see the module docstring); `{client}` is the Cluster hash tag."""
+    return f"rl:{{{client}}}:{policy}:{window_seconds}:{window_end}:{endpoint}"
+
+
+def counter_key(**parts) -> str:
+    """The Redis key of one counter: its counter_name() under the cache's KEY_PREFIX."""
+    return cache.make_key(counter_name(**parts))
 
 
 def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate], ...]) -> tuple[Usage, ...]:
     """INCR every counter of one request in one round trip (atomic per counter); raises RedisError."""
     now = int(time.time())
-    keys, expiries, windows = [], [], []
+    names, expiries, windows = [], [], []
     for policy, rate in policies:
         # django-ratelimit's window: fixed, its edge staggered per client.
         window_end = _get_window(client, rate.window_seconds)
-        keys.append(
-            counter_key(
+        names.append(
+            counter_name(
                 policy=policy,
                 window_seconds=rate.window_seconds,
                 window_end=window_end,
@@ -235,7 +241,11 @@ def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate
         )
         expiries.append(rate.window_seconds + EXPIRY_MARGIN_SECONDS)
         windows.append(window_end)
-    counts = _evalsha(get_redis_connection("default"), keys=keys, args=expiries)
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        counts = _evalsha(get_redis_connection("default"), keys=[backend.make_key(n) for n in names], args=expiries)
+    else:  # the embedded default's shared cache: its atomic add/incr, as django-ratelimit counts
+        counts = [_add_or_incr(backend, name, expiry) for name, expiry in zip(names, expiries, strict=True)]
     return tuple(
         Usage(
             policy=policy,
@@ -247,6 +257,12 @@ def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate
         )
         for (policy, rate), count, window_end in zip(policies, counts, windows, strict=True)
     )
+
+
+def _add_or_incr(backend, name: str, expiry: int) -> int:
+    if backend.add(name, 1, expiry):
+        return 1
+    return backend.incr(name)
 
 
 def _drop_if_stale(connection) -> None:

@@ -7,6 +7,7 @@ from django.http import HttpResponse
 from django.test import Client
 from prometheus_client import REGISTRY
 
+from endpointstats import checks
 from endpointstats.middleware import AdminMiddleware
 
 pytestmark = pytest.mark.django_db
@@ -79,3 +80,12 @@ def test_request_metrics_count_by_endpoint_method_and_status_class_and_time_ever
     assert sample("endpointstats_http_request_duration_seconds_count", endpoint="/") == timed_before + 3
     text = client.get("/metrics").content.decode()
     assert 'endpointstats_http_request_duration_seconds_bucket{endpoint="/",le="0.005"}' in text
+
+
+def test_the_admin_middleware_must_keep_sessions_csrf_auth_and_messages(settings):
+    settings.ADMIN_MIDDLEWARE = [m for m in settings.ADMIN_MIDDLEWARE if "csrf" not in m]
+
+    errors = checks.check_admin_middleware(None)
+
+    assert [e.id for e in errors] == ["endpointstats.E001"]
+    assert "CsrfViewMiddleware" in errors[0].msg
