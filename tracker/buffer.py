@@ -3,14 +3,15 @@
 The buffer is BUFFER_SHARDS streams. Each web process appends to one shard, picked by a stable
 hash of its pod name and pid, with one XADD per event (all of a call's events in one round trip).
 Drains read a shard through the consumer group "drain" (XREADGROUP), store what they read, and only
-after the database commit acknowledge and delete it (XACK + XDEL in one script). What a drain read
+after the database commit acknowledge and delete it (XACK + XDEL in one MULTI/EXEC). What a drain read
 but never acknowledged (it was killed, or stalled) stays in the group's pending list; after
 DRAIN_CLAIM_IDLE_SECONDS another drain takes it over with XAUTOCLAIM. That is at-least-once
 delivery, made exact by the idempotent insert keyed by event id. Nothing is ever trimmed: an
 entry leaves its stream only when it is acknowledged or parked.
 
 Each shard's keys (stream, dead letters, drain lock) share one hash tag, so on Redis Cluster every
-multi-key script stays in one slot. At most one drain works on a shard at a time (a per-shard lock);
+multi-key transaction or script stays in one slot. At most one drain works on a shard at a time (a
+per-shard lock);
 drains on different shards run in parallel. Every command moves at most CHUNK entries, so no single
 command holds Redis for long (bench_drain measures the longest with SLOWLOG).
 """
@@ -28,9 +29,11 @@ from redis.exceptions import ResponseError
 
 GROUP = "drain"
 FIELD = b"e"  # each stream entry holds one encoded event under this field
-# Entries per Redis command (read, claim, acknowledge, park, replay): about 1.5 ms of server time
-# per 1000 entries of ~300 bytes on the benchmark machine, well under the 5 ms budget.
-CHUNK = 1000
+# Entries per Redis command (read, claim, acknowledge, park, replay). Redis runs one command at a time,
+# so a web process's XADD waits for the drain command in progress: 500 entries of ~300 bytes took
+# ~1.5 ms of server time and doubled the web write p99 while drains ran (bench_drain); 100 keep each
+# command near 0.3 ms for more round trips (a few µs per event, see docs/PERFORMANCE.md).
+CHUNK = 100
 
 Entry = tuple[bytes, bytes]  # (stream id, payload)
 
@@ -152,41 +155,27 @@ def _id_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-# Acknowledge and delete entries, and park unreadable ones, atomically (one slot: KEYS share a hash tag).
-# KEYS: stream, dead-letter stream. ARGV: group, number of ids to acknowledge, those ids, then
-# (id, payload) pairs to park.
-_SETTLE_SCRIPT = """
-local n = tonumber(ARGV[2])
-local ids = {}
-for i = 3, 2 + n do ids[#ids + 1] = ARGV[i] end
-for i = 3 + n, #ARGV, 2 do
-  redis.call('XADD', KEYS[2], '*', 'e', ARGV[i + 1], 'source', ARGV[i])
-  ids[#ids + 1] = ARGV[i]
-end
-if #ids == 0 then return 0 end
-local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
-redis.call('XDEL', KEYS[1], unpack(ids))
-return acked
-"""
-
-
 def settle(*, shard: int, ids: Iterable[bytes], parked: Iterable[Entry] = ()) -> int:
     """Acknowledge and delete stored entries, and move unreadable ones to the dead letters.
 
-    Call only after the stored entries are committed to the database. Returns how many were
-    still pending (0 for entries a drain that took over has acknowledged already).
+    Call only after the stored entries are committed to the database. Each chunk is one MULTI/EXEC
+    (the keys share a hash tag: one slot on a cluster), so an entry is never acknowledged without being
+    deleted, nor parked without being acknowledged. Returns how many were still pending (0 for entries
+    a drain that took over has acknowledged already).
     """
-    client = connection()
-    script = client.register_script(_SETTLE_SCRIPT)
-    keys = [stream_key(shard), dead_letter_key(shard)]
+    client, stream, dead = connection(), stream_key(shard), dead_letter_key(shard)
     acked = 0
-    ids, parked = list(ids), list(parked)
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        acked += script(keys=keys, args=[GROUP, len(chunk), *chunk])
-    for start in range(0, len(parked), CHUNK):
-        chunk = parked[start : start + CHUNK]
-        acked += script(keys=keys, args=[GROUP, 0, *(part for entry in chunk for part in entry)])
+    work = [(entry_id, None) for entry_id in ids] + list(parked)
+    for start in range(0, len(work), CHUNK):
+        chunk = work[start : start + CHUNK]
+        pipe = client.pipeline(transaction=True)
+        for entry_id, payload in chunk:
+            if payload is not None:
+                pipe.xadd(dead, {FIELD: payload, b"source": entry_id})
+        chunk_ids = [entry_id for entry_id, _ in chunk]
+        pipe.xack(stream, GROUP, *chunk_ids)
+        pipe.xdel(stream, *chunk_ids)
+        acked += pipe.execute()[-2]
     return acked
 
 
@@ -206,7 +195,7 @@ def drain_lock(*, shard: int, timeout: float):
     return connection().lock(_key(shard, "drain-lock"), timeout=timeout, blocking=False)
 
 
-def shard_depths() -> list[ShardDepth]:
+def shard_depths(*, now: float | None = None) -> list[ShardDepth]:
     """Per shard: entries queued, pending, parked and the age of the oldest unacknowledged one.
 
     One pipelined round trip (one per node on Redis Cluster).
@@ -220,7 +209,7 @@ def shard_depths() -> list[ShardDepth]:
         pipe.xlen(dead_letter_key(shard))
         pipe.xrange(stream_key(shard), count=1)
     replies = pipe.execute(raise_on_error=False)
-    now = time.time()
+    now = time.time() if now is None else now
     result = []
     for shard in shards:
         length, pending, dead, first = replies[4 * shard : 4 * shard + 4]
@@ -252,9 +241,11 @@ def depth() -> dict[str, int]:
     }
 
 
-def oldest_event_age_seconds() -> float:
-    """Drain lag: age of the oldest event not yet acknowledged, in any shard (0 when all are drained)."""
-    return max((s.oldest_age_seconds or 0.0 for s in shard_depths()), default=0.0)
+def drain_lag_seconds(*, now: float | None = None) -> float:
+    """Drain lag: how long the oldest event not yet acknowledged, in any shard, has been buffered
+    (from its stream id, the time Redis took it); 0 when everything is drained."""
+    ages = [s.oldest_age_seconds for s in shard_depths(now=now) if s.oldest_age_seconds is not None]
+    return max(ages, default=0.0)
 
 
 def peek(limit_per_shard: int = 100) -> list[bytes]:
@@ -268,18 +259,24 @@ def peek(limit_per_shard: int = 100) -> list[bytes]:
     ]
 
 
-def dead_letters(limit: int = 100) -> list[DeadLetter]:
-    """The oldest `limit` parked events over all shards, oldest first (to inspect them)."""
+def dead_letters(limit: int = 100) -> list[bytes]:
+    """The oldest `limit` parked payloads over all shards, as stored (they may be unreadable: that is
+    why they are here). parked_events() gives their shard, id and time too."""
+    return [letter.payload for letter in parked_events(limit)]
+
+
+def parked_events(limit: int = 100) -> list[DeadLetter]:
+    """The oldest `limit` parked events over all shards, oldest first, with where and when they were parked."""
     client = connection()
     letters = []
     for shard in range(shard_count()):
-        for letter_id, fields in client.xrange(dead_letter_key(shard), count=limit):
+        for letter_id, fields in client.xrange(dead_letter_key(shard), count=max(limit, 1)):
             text = _id_text(letter_id)
             letters.append(
                 DeadLetter(shard=shard, id=text, parked_at=int(text.split("-")[0]) / 1000, payload=fields[FIELD])
             )
     letters.sort(key=lambda letter: (letter.parked_at, letter.shard, letter.id))
-    return letters[:limit]
+    return letters[: max(limit, 1)]
 
 
 # Move up to ARGV[1] dead letters back into the shard's stream, atomically. KEYS: stream, dead letters.
@@ -296,19 +293,20 @@ return #letters
 """
 
 
-def replay_dead_letters(limit: int | None = None) -> int:
-    """Put parked events back into their shard's stream for the next drain (after a fix); returns how many.
+def replay_dead_letters(*, limit: int = 10_000) -> int:
+    """Put up to `limit` parked events back into their shard's stream for the next drain; returns how many.
 
-    An event that is still unreadable is parked again by that drain.
+    Atomic per chunk (none lost or doubled). Storing is idempotent (event ids), so a replayed event
+    already stored is not counted twice; one that is still unreadable is parked again by the drain.
     """
     client = connection()
     script = client.register_script(_REPLAY_SCRIPT)
     replayed = 0
     for shard in range(shard_count()):
         keys = [stream_key(shard), dead_letter_key(shard)]
-        while limit is None or replayed < limit:
-            count = CHUNK if limit is None else min(CHUNK, limit - replayed)
-            moved = script(keys=keys, args=[count])
+        while replayed < limit:
+            count = min(CHUNK, limit - replayed)
+            moved = int(script(keys=keys, args=[count]))
             replayed += moved
             if moved < count:
                 break
