@@ -3,7 +3,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tracker import buffer, services
+from endpointstats.celery import app as celery_app
+from tracker import buffer, services, tasks
 from tracker.events import Event
 from tracker.models import AccessEvent, EndpointStat
 
@@ -245,3 +246,29 @@ def test_a_stalled_drain_cannot_acknowledge_the_batch_of_the_drain_that_took_ove
     assert buffer.settle(shard=shard, ids=[entry_id for entry_id, _ in stalled]) == 0
     assert buffer.depth() == {"queued": 0, "pending": 3, "dead": 0}
     assert read("c", 3) == next_batch  # still there for B, or for whoever takes over
+
+
+def test_a_shard_task_drains_its_shard_only(make_event, settings):
+    settings.BUFFER_SHARDS = 4
+    for shard in range(4):
+        buffer.push([make_event(endpoint=f"/s{shard}").to_json()], shard=shard)
+
+    assert tasks.drain_shard_task(2) == 1
+
+    assert list(EndpointStat.objects.values_list("endpoint", flat=True)) == ["/s2"]
+    assert [depth.queued for depth in buffer.shard_depths()] == [1, 1, 0, 1]
+
+
+def test_the_beat_task_sends_one_drain_task_per_shard(make_event, settings):
+    settings.BUFFER_SHARDS = 3
+    for shard in range(3):
+        buffer.push([make_event(endpoint=f"/s{shard}").to_json()], shard=shard)
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True  # the shard tasks run here instead of on a worker
+    try:
+        assert tasks.drain_events_task() == 3
+    finally:
+        celery_app.conf.task_always_eager = eager
+
+    assert EndpointStat.objects.count() == 3
+    assert buffer.depth() == {"queued": 0, "pending": 0, "dead": 0}
