@@ -11,9 +11,8 @@ entry leaves its stream only when it is acknowledged or parked.
 
 Each shard's keys (stream, dead letters, drain lock) share one hash tag, so on Redis Cluster every
 multi-key transaction or script stays in one slot. At most one drain works on a shard at a time (a
-per-shard lock);
-drains on different shards run in parallel. Every command moves at most CHUNK entries, so no single
-command holds Redis for long (bench_drain measures the longest with SLOWLOG).
+per-shard lock); drains on different shards run in parallel. Every command moves at most CHUNK
+entries, so no single command holds Redis for long (bench_drain measures the longest with SLOWLOG).
 """
 
 import os
