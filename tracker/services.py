@@ -11,7 +11,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.utils import timezone
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import LockError, RedisError, ResponseError
 
 from tracker import buffer, queries, storage
 from tracker.events import Event
@@ -160,7 +160,8 @@ def drain_shard(*, shard: int, batch_size: int | None = None, deadline: float | 
             except LockError:  # this drain stalled past its lock and another took over: leave it the shard
                 break
         if random.random() < CONSUMER_SWEEP_CHANCE:  # consumers of drain processes gone for good
-            buffer.forget_idle_consumers(shard=shard, idle_seconds=CONSUMER_FORGET_SECONDS)
+            with contextlib.suppress(ResponseError):  # the stream was deleted meanwhile: nothing to sweep
+                buffer.forget_idle_consumers(shard=shard, idle_seconds=CONSUMER_FORGET_SECONDS)
     finally:
         with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
             lock.release()

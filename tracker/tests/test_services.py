@@ -272,3 +272,14 @@ def test_the_beat_task_sends_one_drain_task_per_shard(make_event, settings):
 
     assert EndpointStat.objects.count() == 3
     assert buffer.depth() == {"queued": 0, "pending": 0, "dead": 0}
+
+
+def test_consumers_of_drains_gone_for_good_are_forgotten_once_they_hold_nothing(make_event):
+    services.record_events([make_event() for _ in range(2)])
+    shard = buffer.local_shard()
+    held = read("gone-with-events", 1)
+    buffer.settle(shard=shard, ids=[entry_id for entry_id, _ in read("gone-empty", 1, idle=3600)])
+
+    assert buffer.forget_idle_consumers(shard=shard, idle_seconds=0) == 1  # "gone-empty" only
+
+    assert read("next", 5) == held  # still pending, taken over: nothing was lost with the consumer
