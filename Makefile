@@ -19,7 +19,7 @@ TEST_ENV := DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/end
 	DJANGO_SECRET_KEY=test-only-secret-key \
 	KUBECTL=$(KUBECTL)
 
-.PHONY: run superuser test lint format bench clean kubectl
+.PHONY: run superuser test lint format bench faults clean kubectl
 # The suite measures single-process metrics; gunicorn roles set their own directory.
 unexport PROMETHEUS_MULTIPROC_DIR
 
@@ -62,6 +62,10 @@ bench: $(STAMP)
 		&& apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| echo "wrk not installed: bench_web uses its Python load generator"
 	$(TEST_ENV) $(BIN)/python bench/run_all.py
+
+# The fault suite: private PostgreSQL and Redis, the Procfile's roles, one fault at a time (docs/RELIABILITY.md).
+faults: $(STAMP)
+	$(BIN)/python -m system.faults --worker-kills 10
 
 kubectl: $(KUBECTL)
 

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from celery import Celery, bootsteps
-from celery.signals import beat_init, celeryd_init, worker_init, worker_process_shutdown
+from celery.signals import beat_init, celeryd_init, worker_init, worker_process_shutdown, worker_ready
 
 from endpointstats import paths
 
@@ -133,3 +133,14 @@ def forget_dead_pool_process(pid=None, **kwargs) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid or os.getpid())
+
+
+@worker_ready.connect
+def log_redis_persistence(**kwargs) -> None:
+    """The worker drains the buffer: it says at start, loudly if so, what a Redis crash would lose."""
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        from tracker import health
+
+        health.log_redis_persistence()

@@ -1,17 +1,41 @@
 """JSON error responses: every refusal says what to fix, no response ever carries a traceback."""
 
 import logging
+import sys
 
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 logger = logging.getLogger(__name__)
 
+# A data store that cannot be reached (stopped, restarting, failing over) is a 503 the client may retry,
+# never a 500: the request was fine and the outage is usually seconds long (docs/RELIABILITY.md).
+DEPENDENCY_ERRORS = (OperationalError, InterfaceError, RedisError, ConnectionInterrupted)
+RETRY_AFTER_SECONDS = 5
+
+
+def _unavailable_body(exc: BaseException) -> dict[str, str]:
+    store = "database" if isinstance(exc, OperationalError | InterfaceError) else "Redis"
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    logger.warning("Answered 503: the %s is unavailable (%s)", store, first_line)
+    return {"error": "Service unavailable", "message": f"The {store} is unavailable; retry in a few seconds."}
+
+
+def dependency_unavailable(exc: BaseException) -> JsonResponse:
+    response = JsonResponse(_unavailable_body(exc), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
 
 def api_exception_handler(exc, context) -> Response | None:
     """DRF errors as {"error": <short>, "message": <what to fix>, "details"?: <field errors>}."""
+    if isinstance(exc, DEPENDENCY_ERRORS):
+        return Response(_unavailable_body(exc), status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     response = exception_handler(exc, context)
     if response is None:
         logger.exception("Unhandled error in %s", context.get("view"))
@@ -57,4 +81,8 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
+    # Django calls this inside its except block: a data store outage outside DRF views (admin, sessions) is a 503 too.
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DEPENDENCY_ERRORS):
+        return dependency_unavailable(exc)
     return JsonResponse({"error": "Internal server error", "message": "The error was logged."}, status=500)

@@ -47,3 +47,14 @@ def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker) -> None:
+    """The web role says once per start, loudly if so, what a Redis crash would lose (tracker.health)."""
+    if os.environ.get("ROLE") == "web" and worker.age == 1:
+        from django.conf import settings
+
+        if settings.REDIS_URL:
+            from tracker import health
+
+            health.log_redis_persistence()

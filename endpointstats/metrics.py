@@ -40,6 +40,24 @@ class BufferDepthCollector:
         )
 
 
+class RedisPersistenceCollector:
+    """endpointstats_redis_persistent{mode}: 1 when a Redis crash keeps the buffer (AOF or snapshots), else 0."""
+
+    def collect(self):
+        from tracker import health
+
+        mode = health.redis_persistence()
+        if mode in {"not configured", "down"}:
+            return
+        family = GaugeMetricFamily(
+            "endpointstats_redis_persistent",
+            "1 if Redis persists the event buffer (AOF or RDB snapshots), 0 if a Redis crash loses all of it.",
+            labels=["mode"],
+        )
+        family.add_metric([mode], 0 if mode == "none" else 1)
+        yield family
+
+
 class BackupCollector:
     """endpointstats_backup_last_success_timestamp_seconds, read at scrape time (absent before the first)."""
 
@@ -67,5 +85,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
         extra = CollectorRegistry()
         extra.register(BufferDepthCollector())
         extra.register(BackupCollector())
+        extra.register(RedisPersistenceCollector())
         body += generate_latest(extra)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

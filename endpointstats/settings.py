@@ -242,6 +242,15 @@ if REDIS_CLUSTER and CELERY_BROKER_URL == REDIS_URL:
     raise ImproperlyConfigured(
         "Celery cannot use Redis Cluster as its broker: set CELERY_BROKER_URL to a standalone Redis (or RabbitMQ)."
     )
+# kombu's Redis transport plus one fix (endpointstats/broker.py): without it a worker exits when Redis
+# dies while a task runs. CELERY_BROKER_TRANSPORT=redis selects the stock transport.
+CELERY_BROKER_TRANSPORT = (
+    env(
+        "CELERY_BROKER_TRANSPORT",
+        "endpointstats.broker:Transport" if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+    )
+    or None
+)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 # Embedded default: no broker process, so tasks run inline in the caller.
@@ -355,6 +364,26 @@ GEOIP_PATH = env("GEOIP_PATH", "")  # a MaxMind country .mmdb (or its folder); e
 BACKUP_DIR = Path(env("BACKUP_DIR", str(BASE_DIR / "backups")))
 BACKUP_KEEP = env_int("BACKUP_KEEP", 7)  # newest backups kept
 
+# --- Celery task time limits -------------------------------------------------
+# Soft: SoftTimeLimitExceeded is raised inside the task (transactions roll back, a partial backup is
+# removed); hard: the pool process is killed and replaced. Every task is idempotent or locked, so a
+# run cut off loses nothing: the next scheduled run redoes it. Sized from measurements (docs/RELIABILITY.md):
+# a drain stops claiming after its budget and one batch of 20000 takes ~0.7 s (the idempotent path a
+# few s); an hour of 1,000,000 events aggregates in ~5 s; pruning 1,000,000 events ~10 s; pg_dump of
+# the 3.8 GB table of 30 days x 10M events takes minutes. Limits are about 10x the measured worst case.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)  # any task without its own below
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
+TASK_TIME_LIMITS = {  # task: (soft, hard) seconds
+    "tracker.tasks.drain_events_task": (DRAIN_TIME_BUDGET_SECONDS + 20, DRAIN_TIME_BUDGET_SECONDS + 40),
+    "analytics.tasks.aggregate_live_task": (120, 180),  # runs every minute: two hours of raw events at most
+    "analytics.tasks.aggregate_recent_hours_task": (600, 720),  # ANALYTICS_REAGGREGATE_HOURS hours
+    "analytics.tasks.prune_events_task": (1800, 1920),  # a day of events, 10000 rows per batch
+    "analytics.tasks.backup_database_task": (3600, 3900),
+}
+CELERY_TASK_ANNOTATIONS = {
+    name: {"soft_time_limit": soft, "time_limit": hard} for name, (soft, hard) in TASK_TIME_LIMITS.items()
+}
+
 # --- API --------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -388,6 +417,10 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# prometheus_client opens a file there for the first metric any role defines: a missing folder (a fresh
+# emptyDir path, a typo, /tmp cleaned) would crash the process at import time, so it is created here.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -38,5 +38,8 @@ class HealthOutput(serializers.Serializer):
     status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
     database = serializers.CharField()
     redis = serializers.CharField()
+    redis_persistence = serializers.CharField(
+        help_text="aof-everysec, aof-always, aof-no, rdb, none, unknown (what a Redis crash can lose: README)"
+    )
     hostname = serializers.CharField()
     timestamp = serializers.DateTimeField()

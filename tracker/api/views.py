@@ -64,6 +64,8 @@ class HealthView(APIView):
             "status": "healthy" if healthy else "unhealthy",
             "database": database,
             "redis": redis,
+            # Not part of the status: a Redis without persistence works, it only risks the buffer on a crash.
+            "redis_persistence": health.redis_persistence() if redis == "up" else redis,
             "hostname": socket.gethostname(),
             "timestamp": timezone.now(),
         }

@@ -70,7 +70,7 @@ def test_health_reports_database_and_redis(client):
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"status", "database", "redis", "hostname", "timestamp"}
+    assert set(body) == {"status", "database", "redis", "redis_persistence", "hostname", "timestamp"}
     assert (body["status"], body["database"], body["redis"]) == ("healthy", "up", "up")
 
 
