@@ -19,7 +19,7 @@ TEST_ENV := DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/end
 	DJANGO_SECRET_KEY=test-only-secret-key \
 	KUBECTL=$(KUBECTL)
 
-.PHONY: run superuser test lint format bench faults clean kubectl
+.PHONY: run superuser test lint format bench faults load clean kubectl
 # The suite measures single-process metrics; gunicorn roles set their own directory.
 unexport PROMETHEUS_MULTIPROC_DIR
 
@@ -66,6 +66,10 @@ bench: $(STAMP)
 # The fault suite: private PostgreSQL and Redis, the Procfile's roles, one fault at a time (docs/RELIABILITY.md).
 faults: $(STAMP)
 	$(BIN)/python -m system.faults --worker-kills 10
+
+# The load test: capacity, 60 s near it, 60 s at twice that, then the drain (docs/RELIABILITY.md).
+load: $(STAMP)
+	$(BIN)/python -m system.load --seconds 60
 
 kubectl: $(KUBECTL)
 

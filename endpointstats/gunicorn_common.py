@@ -25,6 +25,9 @@ def configure(*, role: str, port_variable: str, default_port: int) -> dict:
     return {
         "bind": f"{host}:{port}",
         "workers": int(os.environ.get("WEB_CONCURRENCY", "2")),
+        # Threads (gthread) when GUNICORN_THREADS > 1: a client that sends its request slowly ties up one
+        # thread, not a whole worker (docs/RELIABILITY.md, slow clients).
+        "threads": int(os.environ.get("GUNICORN_THREADS", "1")),
         "wsgi_app": "endpointstats.wsgi:application",
         "accesslog": "-" if os.environ.get("GUNICORN_ACCESS_LOG", "") == "true" else None,
         "graceful_timeout": int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20")),
