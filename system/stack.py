@@ -4,8 +4,8 @@
   OS user when run as root: PostgreSQL refuses to run as root).
 - PrivateRedis: redis-server on a spare loopback port with the persistence the Kubernetes manifest
   gives Redis (read from deploy/kustomize/overlays/minikube/datastores.yaml: AOF, fsync every second).
-- Role: one line of the Procfile, run as is (the only change: beat's schedule file lives in the
-  stack's temp dir, so two stacks on one machine never share it), in its own process group.
+- Role: one line of the Procfile, run as is, in its own process group (RUN_DIR, the folder of
+  schedules and metrics files, is the stack's temp dir: two stacks on one machine share nothing).
 
 Never the machine's shared PostgreSQL or Redis: every port is chosen at run time and every file
 lives in a temp dir removed by Stack.close().
@@ -248,10 +248,7 @@ class Role:
         self.name = name
         self.workdir = workdir
         self.log = workdir / f"{name}.log"
-        self.command = [
-            str(workdir / "celerybeat-schedule") if arg == "/tmp/celerybeat-schedule" else arg
-            for arg in procfile()[name]
-        ]
+        self.command = procfile()[name]
         self.env = env
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -364,6 +361,7 @@ class Stack:
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"prometheus-{name}"),
             "CELERY_HEARTBEAT_FILE": str(self.workdir / f"{name}.heartbeat"),
             "BACKUP_DIR": str(self.workdir / "backups"),
+            "RUN_DIR": str(self.workdir / "run"),  # beat's schedule and the rest of a running copy's files
         }
         if name in {"worker", "beat"}:
             env["ROLE"] = name
