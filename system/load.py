@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -32,7 +33,7 @@ if __package__ in {None, ""}:  # python system/load.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from system.client import request
-from system.stack import Stack
+from system.stack import REPO, Stack
 
 ROLES = ("web", "limiter", "worker", "beat")
 TIMEOUT = 10.0
@@ -224,6 +225,7 @@ def run_load(*, seconds: float, capacity_seconds: float) -> dict:
         stored = stack.sql("SELECT count(*) FROM tracker_accessevent")[0][0]
         counters = stack.sql("SELECT coalesce(sum(access_count), 0) FROM tracker_endpointstat")[0][0]
         return {
+            "task_seconds": task_durations(stack),
             "phases": [asdict(p) for p in phases],
             "served": answered_total,
             "stored": stored,
@@ -233,6 +235,20 @@ def run_load(*, seconds: float, capacity_seconds: float) -> dict:
             "memory_mib_after": memory(stack),
             "roles_alive": {name: stack.roles[name].alive() for name in ROLES},
         }
+
+
+def task_durations(stack: Stack) -> dict[str, float]:
+    """The periodic tasks' work, run once as operators run it, timed (sizes the task time limits)."""
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    timings = {}
+    for name, command in (("aggregate today", ["aggregate_hourly", "--since", today]), ("backup", ["backup"])):
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=REPO, env=stack.env_for("worker"), capture_output=True,
+            timeout=600, check=True,
+        )  # fmt: skip
+        timings[name] = round(time.monotonic() - started, 2)
+    return timings
 
 
 def report(result: dict) -> str:
@@ -252,6 +268,7 @@ def report(result: dict) -> str:
         "memory (RSS MiB) before -> after: "
         + ", ".join(f"{r} {result['memory_mib_before'][r]} -> {result['memory_mib_after'][r]}" for r in ROLES),
         f"roles alive after: {result['roles_alive']}",
+        f"tasks over the {result['stored']} events (s, including a Python start-up): {result['task_seconds']}",
     ]
     return "\n".join(lines)
 

@@ -323,6 +323,7 @@ class Stack:
         self.worker_metrics_port = free_port()
 
     def __enter__(self) -> "Stack":
+        (self.workdir / "run").mkdir()
         try:
             self.postgres = PrivatePostgres(self.workdir)
             self.postgres.initdb()
