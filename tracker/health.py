@@ -56,6 +56,9 @@ def redis_persistence(*, fresh: bool = False) -> str:
         mode = _read_persistence(get_redis_connection("default"))
     except RedisError:
         return "down"  # not cached: the next call asks again
+    except Exception:  # e.g. a cluster client answering per node: say so rather than fail /health
+        logger.exception("Could not read Redis' persistence settings")
+        mode = "unknown"
     _persistence = (now, mode)
     return mode
 
