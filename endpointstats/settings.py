@@ -374,7 +374,8 @@ BACKUP_KEEP = env_int("BACKUP_KEEP", 7)  # newest backups kept
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)  # any task without its own below
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 TASK_TIME_LIMITS = {  # task: (soft, hard) seconds
-    "tracker.tasks.drain_events_task": (DRAIN_TIME_BUDGET_SECONDS + 20, DRAIN_TIME_BUDGET_SECONDS + 40),
+    "tracker.tasks.drain_events_task": (10, 20),  # sends one drain_shard_task per shard: milliseconds
+    "tracker.tasks.drain_shard_task": (DRAIN_TIME_BUDGET_SECONDS + 20, DRAIN_TIME_BUDGET_SECONDS + 40),
     "analytics.tasks.aggregate_live_task": (120, 180),  # runs every minute: two hours of raw events at most
     "analytics.tasks.aggregate_recent_hours_task": (600, 720),  # ANALYTICS_REAGGREGATE_HOURS hours
     "analytics.tasks.prune_events_task": (1800, 1920),  # a day of events, 10000 rows per batch

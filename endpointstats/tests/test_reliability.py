@@ -24,7 +24,7 @@ def test_every_task_has_a_soft_time_limit_below_its_hard_one():
 
 
 def test_the_drain_may_spend_its_whole_budget_before_its_soft_limit():
-    soft, hard = settings.TASK_TIME_LIMITS["tracker.tasks.drain_events_task"]
+    soft, hard = settings.TASK_TIME_LIMITS["tracker.tasks.drain_shard_task"]
     assert soft >= settings.DRAIN_TIME_BUDGET_SECONDS + 10  # room for the batch under way when the budget ends
 
 
