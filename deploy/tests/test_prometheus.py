@@ -11,7 +11,7 @@ import yaml
 from deploy.tests import k8s
 
 PROMETHEUS = k8s.KUSTOMIZE / "base" / "prometheus"
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "30s", "$__range": "1h"}
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "30s", "$__range": "1h", "${endpoint:regex}": "/stats|/"}
 REQUIRED_ALERTS = {
     "EndpointStatsHighErrorRate",
     "EndpointStatsHighLatencyP95",
