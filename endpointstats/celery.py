@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -22,6 +23,11 @@ from celery.signals import beat_init, celeryd_init, worker_init, worker_process_
 from endpointstats import paths
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "endpointstats.settings")
+# `celery ... worker` / `celery ... beat` under make run set no ROLE: name it for the logs.
+for _role in ("worker", "beat"):
+    if _role in sys.argv[1:]:
+        os.environ.setdefault("ROLE", _role)
+        break
 
 app = Celery("endpointstats")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from endpointstats import paths
+from endpointstats import logs, paths
 
 
 def configure(*, role: str, port_variable: str, default_port: int) -> dict:
@@ -22,7 +22,7 @@ def configure(*, role: str, port_variable: str, default_port: int) -> dict:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(paths.prometheus_dir(role=role))
     host = os.environ.get("BIND_HOST", "127.0.0.1")
     port = os.environ.get(port_variable, str(default_port))
-    return {
+    settings = {
         "bind": f"{host}:{port}",
         "workers": int(os.environ.get("WEB_CONCURRENCY", "2")),
         # Threads (gthread) when GUNICORN_THREADS > 1: a client that sends its request slowly ties up one
@@ -36,7 +36,13 @@ def configure(*, role: str, port_variable: str, default_port: int) -> dict:
         "proc_name": f"endpointstats-{role}",
         # gunicorn's control socket lives in $HOME: read-only in the cluster, shared by both roles here.
         "control_socket_disable": True,
+        # The request id (endpointstats.logs) ties an access line to the app's lines of the request.
+        "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(D)sus request_id=%({x-request-id}o)s',
     }
+    logconfig = logs.gunicorn_logconfig()  # JSON lines when LOG_FORMAT=json
+    if logconfig:
+        settings["logconfig_dict"] = logconfig
+    return settings
 
 
 def on_starting(server) -> None:

@@ -14,7 +14,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from endpointstats import paths
+from endpointstats import logs, paths
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -134,7 +134,9 @@ INSTALLED_APPS = [
 # Prometheus request metrics (off: a benchmark of what they cost; /metrics still serves the rest).
 REQUEST_METRICS_ENABLED = env_bool("REQUEST_METRICS_ENABLED", True)
 MIDDLEWARE = [
-    # Outermost, so its timing covers everything below it (endpointstats_http_* metrics).
+    # Outermost: every line logged for a request, and its response, carry its X-Request-ID.
+    "endpointstats.logs.RequestIdMiddleware",
+    # Outermost but one, so its timing covers everything below it (endpointstats_http_* metrics).
     "endpointstats.middleware.RequestMetricsMiddleware",
     # Outermost of our own so its timing covers everything below it.
     "tracker.middleware.RequestTrackingMiddleware",
@@ -422,17 +424,10 @@ USE_TZ = True
 # emptyDir path, a typo, /tmp cleaned) would crash the process at import time, so it is created here.
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        # The drain runs every second: its received/succeeded lines would drown everything else.
-        "celery.app.trace": {"level": "WARNING"},
-        "celery.worker.strategy": {"level": "WARNING"},
-        "celery.beat": {"level": "WARNING"},
-    },
-}
+# LOG_FORMAT=json (the manifests set it): one JSON object per line with role, pod and request id.
+LOG_FORMAT = env("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
+LOGGING = logs.logging_config(log_format=LOG_FORMAT, level=env("LOG_LEVEL", "INFO"))
+# Celery logs through the same handlers (JSON too) instead of installing its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
