@@ -211,8 +211,15 @@ def test_grafana_has_no_anonymous_access_and_its_admin_comes_from_a_secret(rende
     env = {item["name"]: item for item in container["env"]}
     assert env["GF_AUTH_ANONYMOUS_ENABLED"]["value"] == "false"
     assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
-    for name in ("GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD", "REPORTING_DB_PASSWORD"):
-        assert "secretKeyRef" in env[name]["valueFrom"], name
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    volumes = {
+        v["name"]: v for v in k8s.one(rendered[overlay], "Deployment", "grafana")["spec"]["template"]["spec"]["volumes"]
+    }
+    for name in ("GF_SECURITY_ADMIN_USER__FILE", "GF_SECURITY_ADMIN_PASSWORD__FILE"):
+        folder = env[name]["value"].rsplit("/", 1)[0]
+        assert volumes[mounts[folder]]["secret"]["secretName"].startswith("grafana-admin"), name
+    assert volumes[mounts["/etc/grafana/secrets/db"]]["secret"]["secretName"].startswith("grafana-db")
+    assert not [item for item in container["env"] if "valueFrom" in item], "no Secret in Grafana's environment"
     assert "GF_INSTALL_PLUGINS" not in env
 
 

@@ -110,16 +110,31 @@ def test_credentials_are_only_in_secrets(rendered, overlay):
             assert not re.search(r"PASSWORD|SECRET|TOKEN", key, re.IGNORECASE), f"{name}: {key} belongs in a Secret"
             assert not url_with_password.search(value), f"{name}/{key}: a URL with a password"
             for line in value.splitlines():
-                # Provisioning files name environment variables (filled from Secrets), never values.
+                # Provisioning files name files of mounted Secrets, never values.
                 if re.match(r"\s*password:", line):
-                    assert "${" in line, f"{name}/{key}: {line.strip()}"
+                    assert "$__file{/etc/grafana/secrets/" in line, f"{name}/{key}: {line.strip()}"
     for pod in k8s.pod_templates(rendered[overlay]):
+        secret_mounts = {
+            volume["name"]: volume["secret"]["secretName"]
+            for volume in pod.spec.get("volumes", [])
+            if "secret" in volume
+        }
         for container in pod.containers():
+            mounted = [
+                mount["mountPath"] for mount in container.get("volumeMounts", []) if mount["name"] in secret_mounts
+            ]
             for item in container.get("env", []):
-                if re.search(r"PASSWORD|SECRET_KEY|DATABASE_URL|REDIS_URL|_AUTH$", item["name"]):
+                if item["name"].endswith("_FILE") and re.search(
+                    r"PASSWORD|SECRET|DATABASE_URL|REDIS_URL|USER", item["name"]
+                ):
+                    # A credential read from a file: the file is in a mounted Secret.
+                    assert any(item["value"].startswith(path + "/") for path in mounted), f"{pod.ref}: {item}"
+                elif re.search(r"PASSWORD|SECRET_KEY|DATABASE_URL|REDIS_URL|_AUTH$", item["name"]):
                     assert "secretKeyRef" in item.get("valueFrom", {}), (
                         f"{pod.ref}/{container['name']}: {item['name']} must come from a Secret"
                     )
+                    # Only the minikube data stores' official images take a password from the environment.
+                    assert pod.component in {"postgres", "redis"}, f"{pod.ref}: {item['name']} must be a mounted file"
 
 
 def test_prod_generates_no_secrets_and_runs_no_data_stores(rendered):
@@ -127,11 +142,10 @@ def test_prod_generates_no_secrets_and_runs_no_data_stores(rendered):
     assert "Secret" not in kinds, "prod Secrets are created out of band (docs/OPERATIONS.md)"
     assert "StatefulSet" not in kinds and "PersistentVolumeClaim" not in kinds
     referenced = {
-        item["valueFrom"]["secretKeyRef"]["name"]
+        volume["secret"]["secretName"]
         for pod in k8s.pod_templates(rendered["prod"])
-        for container in pod.containers()
-        for item in container.get("env", [])
-        if "secretKeyRef" in item.get("valueFrom", {})
+        for volume in pod.spec.get("volumes", [])
+        if "secret" in volume
     }
     assert referenced == {"endpointstats-app", "grafana-admin", "grafana-db"}
     documented = (k8s.REPO / "docs/OPERATIONS.md").read_text()
