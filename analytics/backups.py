@@ -1,7 +1,10 @@
 """Database backups: pg_dump custom format on PostgreSQL, SQLite's online backup API otherwise.
 
 Files are written as <name>.partial and renamed when complete, so a crashed backup is never
-mistaken for a good one; the newest BACKUP_KEEP complete files are kept.
+mistaken for a good one; the newest BACKUP_KEEP complete files are kept. With BACKUP_S3_BUCKET
+set, each complete file is also copied off-site (S3-compatible object storage, through
+django-storages: the `backups` storage) before the backup counts as a success, and a restore can
+start from an off-site copy when the local one is gone with its volume.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ def write_backup(*, using: str = "default", progress: Progress | None = None, no
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    if offsite_enabled():
+        upload_backup(path=target)  # raises BackupError: not a success until it is off-site too
     with contextlib.suppress(RedisError):
         cache.set(LAST_SUCCESS_KEY, target.stat().st_mtime, None)
     remove_old_backups(keep=settings.BACKUP_KEEP)
@@ -124,6 +129,76 @@ def restore_backup(*, path: Path, database: dict, progress: Progress | None = No
         _pg_restore(database, path, progress)
     else:
         _sqlite_restore(path, Path(database["NAME"]), progress)
+
+
+# --- Off-site copies ---------------------------------------------------------------------------
+
+
+def offsite_enabled() -> bool:
+    """An off-site storage is configured (BACKUP_S3_BUCKET)."""
+    return "backups" in settings.STORAGES
+
+
+def _offsite():
+    from django.core.files.storage import storages
+
+    return storages["backups"]
+
+
+def upload_backup(*, path: Path) -> str:
+    """Copy a complete backup to the off-site storage under its own name and return that name.
+
+    Raises BackupError if the storage refuses it (the local file is kept).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+    from django.core.files import File
+
+    try:
+        with path.open("rb") as handle:
+            return _offsite().save(path.name, File(handle, name=path.name))
+    except (BotoCoreError, ClientError, OSError) as error:
+        raise BackupError(f"Off-site copy of {path.name} failed: {error}") from None
+
+
+def list_offsite_backups() -> list[str]:
+    """Names of the off-site backups, newest first (names sort by their UTC timestamp)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _, files = _offsite().listdir("")
+    except (BotoCoreError, ClientError) as error:
+        raise BackupError(f"Cannot list the off-site backups: {error}") from None
+    return sorted((name for name in files if PATTERN.match(name)), reverse=True)
+
+
+def fetch_offsite_backup(*, name: str, folder: Path) -> Path:
+    """Download an off-site backup (`latest` for the newest) into `folder`; returns the local file.
+
+    Written as .partial and renamed when complete. Raises BackupError if there is none or it fails.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if not offsite_enabled():
+        raise BackupError("No off-site storage is configured: set BACKUP_S3_BUCKET (docs/OPERATIONS.md).")
+    if name == "latest":
+        names = list_offsite_backups()
+        if not names:
+            raise BackupError("There is no off-site backup.")
+        name = names[0]
+    if not PATTERN.match(name):
+        raise BackupError(f"{name} is not the name of a backup (endpointstats-<UTC time>.dump or .sqlite3).")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    partial = target.with_name(name + ".partial")
+    try:
+        with _offsite().open(name, "rb") as source, partial.open("wb") as sink:
+            while chunk := source.read(1024 * 1024):
+                sink.write(chunk)
+        os.replace(partial, target)
+    except (BotoCoreError, ClientError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        raise BackupError(f"Cannot download the off-site backup {name}: {error}") from None
+    return target
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------

@@ -415,6 +415,23 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Off-site backup copies: any S3-compatible object storage (AWS S3, MinIO, Ceph, R2...). Without
+# credentials here, boto3's own chain applies (e.g. a workload identity).
+BACKUP_S3_BUCKET = env("BACKUP_S3_BUCKET", "")
+if BACKUP_S3_BUCKET:
+    STORAGES["backups"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": BACKUP_S3_BUCKET,
+            "location": env("BACKUP_S3_PREFIX", "endpointstats/backups"),
+            "endpoint_url": env("BACKUP_S3_ENDPOINT_URL", "") or None,
+            "region_name": env("BACKUP_S3_REGION", "") or None,
+            "access_key": env_secret("BACKUP_S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_secret("BACKUP_S3_SECRET_ACCESS_KEY", "") or None,
+            "default_acl": None,  # the bucket's policy decides; never public
+            "file_overwrite": False,  # a name is never reused: an existing copy is never replaced
+        },
+    }
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

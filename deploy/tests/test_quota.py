@@ -98,7 +98,7 @@ def test_the_minikube_volumes_fit_the_quota_and_the_limit_range(rendered):
         (sts["spec"].get("replicas", 1), claim["spec"]["resources"]["requests"]["storage"])
         for sts in k8s.find(docs, "StatefulSet")
         for claim in sts["spec"]["volumeClaimTemplates"]
-    ]
+    ] + [(1, claim["spec"]["resources"]["requests"]["storage"]) for claim in k8s.find(docs, "PersistentVolumeClaim")]
     assert all(k8s.quantity(size) <= k8s.quantity(pvc_limits["max"]["storage"]) for _, size in claims)
     assert sum(n * k8s.quantity(size) for n, size in claims) <= k8s.quantity(quota["spec"]["hard"]["requests.storage"])
     assert sum(n for n, _ in claims) <= int(quota["spec"]["hard"]["persistentvolumeclaims"])

@@ -7,9 +7,28 @@ from analytics import backups
 
 
 class Command(BaseCommand):
-    help = "Back up the database into BACKUP_DIR (pg_dump custom format, or SQLite's backup API); keeps BACKUP_KEEP."
+    help = (
+        "Back up the database into BACKUP_DIR (pg_dump custom format, or SQLite's backup API); keeps BACKUP_KEEP;"
+        " copies it off-site when BACKUP_S3_BUCKET is set. --list shows the backups instead."
+    )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--list", dest="show_list", action="store_true", help="List the local and off-site backups."
+        )
+
+    def handle(self, *args, show_list=False, **options):
+        if show_list:
+            for path in backups.list_backups():
+                self.stdout.write(f"local    {path}")
+            if backups.offsite_enabled():
+                try:
+                    for name in backups.list_offsite_backups():
+                        self.stdout.write(f"offsite  {name}")
+                except backups.BackupError as error:
+                    raise CommandError(str(error))
+            return
+
         def progress(done: int, total: int, what: str) -> None:
             self.stderr.write(f"\r[{done}/{total}] {what[:60]:<60}", ending="")
             self.stderr.flush()
