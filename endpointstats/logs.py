@@ -80,6 +80,8 @@ def json_formatter() -> JsonFormatter:
 
 def logging_config(*, log_format: str, level: str) -> dict:
     """Django's LOGGING: plain text for a terminal, JSON lines for a cluster."""
+    if log_format == "json":
+        logging.captureWarnings(True)  # Python warnings become log lines (JSON) instead of stderr text
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -205,3 +205,13 @@ def test_deploy_minikube_sh_renders_the_overlay_with_the_release_tag(tmp_path):
     assert [job["metadata"]["name"] for job in k8s.find(docs, "Job")] == ["migrate-0a1b2c3d4e5f"]
     # The committed overlay is untouched.
     assert "newTag: dev" in (k8s.KUSTOMIZE / "overlays/minikube/kustomization.yaml").read_text()
+
+
+@pytest.mark.parametrize("overlay", k8s.OVERLAYS)
+def test_no_volume_is_mounted_inside_another(rendered, overlay):
+    # A mount inside a read-only Secret mount needs its mount point created in a read-only folder.
+    for pod in k8s.pod_templates(rendered[overlay]):
+        for container in pod.containers():
+            paths = [mount["mountPath"].rstrip("/") for mount in container.get("volumeMounts", [])]
+            nested = [(a, b) for a in paths for b in paths if a != b and b.startswith(a + "/")]
+            assert not nested, f"{pod.ref}/{container['name']}: {nested}"

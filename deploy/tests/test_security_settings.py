@@ -19,8 +19,12 @@ def role_environment(docs: list[dict], role: str, scratch) -> dict[str, str]:
     for item in container["env"]:
         if "value" in item:
             env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"])
+    # Files of mounted Secrets are not here: stand-ins in the environment instead.
+    for name in [
+        name for name, value in env.items() if name.endswith("_FILE") and value.startswith("/var/run/secrets/")
+    ]:
+        env.pop(name)
     env["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
-    env.pop("LIMITER_TOKEN_FILE", None)
     env["LIMITER_TOKEN"] = secrets.token_urlsafe(32)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(scratch)  # an emptyDir in the pod
     # The rules ConfigMap, "mounted" where RATE_LIMITS_FILE expects it.

@@ -63,7 +63,8 @@ def test_embedded_rate_limits_are_exact_across_web_workers_and_the_limiter(tmp_p
     ):
         urls = [web + "/"] * 60 + [limiter + "/check?endpoint=/&client_ip=127.0.0.1"] * 30
         token = {"Authorization": "Bearer test-limiter-token"}  # /check wants it; web ignores it
-        statuses = list(pool.map(lambda url: http_get(url, headers=token)[0], urls))
+        # Generous timeout: a cold worker imports the app on its first request, slow on a loaded machine.
+        statuses = list(pool.map(lambda url: http_get(url, headers=token, timeout=60)[0], urls))
 
     assert statuses.count(200) == 40
     assert statuses.count(429) == 50
