@@ -147,7 +147,13 @@ def test_prod_generates_no_secrets_and_runs_no_data_stores(rendered):
         for volume in pod.spec.get("volumes", [])
         if "secret" in volume
     }
-    assert referenced == {"endpointstats-app", "endpointstats-backup-s3", "grafana-admin", "grafana-db"}
+    assert referenced == {
+        "endpointstats-app",
+        "endpointstats-limiter",
+        "endpointstats-backup-s3",
+        "grafana-admin",
+        "grafana-db",
+    }
     documented = (k8s.REPO / "docs/OPERATIONS.md").read_text()
     for name in referenced | {"endpoint-stats-tls"}:
         assert name in documented, f"docs/OPERATIONS.md must say how to create Secret {name}"
