@@ -213,17 +213,23 @@ def run_load(*, seconds: float, capacity_seconds: float) -> dict:
             phase.max_buffer, phase.max_backlog = sampler.max_buffer, sampler.max_backlog
             phases.append(phase)
 
-        # Every answered request is tracked (GET / is not an ignored path): wait for the drain.
+        # Every request web served is tracked (GET / is not an ignored path), including those the client
+        # gave up on: wait until nothing new is stored for 10 s and the buffer gauge says 0.
         drain_started = time.monotonic()
-        drained_after = None
-        answered_total = served()
+        drained_after, last, still_since = None, -1, time.monotonic()
         while time.monotonic() - drain_started < 300:
-            if stack.sql("SELECT count(*) FROM tracker_accessevent")[0][0] >= answered_total:
-                drained_after = round(time.monotonic() - drain_started, 1)
+            count = stack.sql("SELECT count(*) FROM tracker_accessevent")[0][0]
+            if count != last:
+                last, still_since = count, time.monotonic()
+            elif time.monotonic() - still_since >= 10 and Sampler(stack, served).buffer() == 0:
+                drained_after = round(still_since - drain_started, 1)
                 break
             time.sleep(1)
-        stored = stack.sql("SELECT count(*) FROM tracker_accessevent")[0][0]
-        counters = stack.sql("SELECT coalesce(sum(access_count), 0) FROM tracker_endpointstat")[0][0]
+        stored, counters = stack.sql(
+            "SELECT (SELECT count(*) FROM tracker_accessevent),"
+            " (SELECT coalesce(sum(access_count), 0) FROM tracker_endpointstat)"
+        )[0]
+        answered_total = served()
         return {
             "task_seconds": task_durations(stack),
             "phases": [asdict(p) for p in phases],
@@ -263,7 +269,8 @@ def report(result: dict) -> str:
     drained = result["drained_after_seconds"]
     lines += [
         "",
-        f"served {result['served']}, stored {result['stored']}, counters {result['counters']}: "
+        f"answered {result['served']} (plus requests served after their client gave up), stored {result['stored']},"
+        f" counters {result['counters']}: "
         + (f"drained {drained} s after the load stopped" if drained is not None else "NOT drained within 300 s"),
         "memory (RSS MiB) before -> after: "
         + ", ".join(f"{r} {result['memory_mib_before'][r]} -> {result['memory_mib_after'][r]}" for r in ROLES),
@@ -284,7 +291,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     ok = result["drained_after_seconds"] is not None and all(result["roles_alive"].values())
-    ok = ok and result["stored"] == result["counters"]
+    ok = ok and result["stored"] == result["counters"] and result["stored"] >= result["served"]
     return 0 if ok else 1
 
 

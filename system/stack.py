@@ -300,6 +300,10 @@ class Role:
             return 0
         return rss_kib(self.pid) + sum(rss_kib(child) for child in children(self.pid))
 
+    def log_since_start(self) -> str:
+        """The output of the current (last) start only."""
+        return self.log.read_text(errors="replace").rsplit("\n=== start", 1)[-1]
+
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log, lines)
 

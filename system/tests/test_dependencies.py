@@ -36,7 +36,7 @@ def test_a_worker_survives_redis_dying_mid_drain_and_drains_again(stack, token):
     assert worker.alive() and worker.pid == pid, worker.log_tail()
     stored = stored_user_agents(stack, prefix=tag)
     assert sum(stored.values()) == expected and set(stored.values()) == {1}  # all of them, each once
-    assert "Unrecoverable error" not in worker.log.read_text()
+    assert "Unrecoverable error" not in worker.log_since_start()
 
 
 def test_a_database_outage_answers_json_503_with_retry_after_never_500(stack, token):
