@@ -5,9 +5,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from analytics import queries
+from tracker.api.schema import OptionalIPAddressField
 from tracker.events import Event
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of our clock a sender's timestamp may be
@@ -25,16 +27,25 @@ PERIOD_CHOICES = list(queries.PERIODS)
 INTERVAL_CHOICES = list(queries.INTERVALS)
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": ENDPOINT_PATTERN,
+        "maxLength": ENDPOINT_MAX_LENGTH,
+        "description": ENDPOINT_RULE + ", e.g. /orders/{id}.",
+    }
+)
+class EndpointNameField(serializers.CharField):
+    """An endpoint name as /collect accepts it (checked in CollectEventInput.validate_endpoint)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+
+
 class CollectEventInput(serializers.Serializer):
     """One event sent to /collect, with the reference design's fields."""
 
-    endpoint = serializers.RegexField(
-        ENDPOINT_PATTERN,
-        max_length=ENDPOINT_MAX_LENGTH,
-        trim_whitespace=False,
-        error_messages={"invalid": (ENDPOINT_RULE + ".").replace("%", "%%")},  # Django %-formats it
-        help_text=ENDPOINT_RULE + ", e.g. /orders/{id}.",
-    )
+    endpoint = EndpointNameField(max_length=ENDPOINT_MAX_LENGTH)
     timestamp = serializers.DateTimeField(
         help_text="ISO 8601; without an offset it is UTC. Not older than the retention "
         "(ANALYTICS_RETENTION_DAYS), at most 5 minutes ahead."
@@ -42,7 +53,7 @@ class CollectEventInput(serializers.Serializer):
     response_time = serializers.FloatField(
         required=False, allow_null=True, min_value=0, max_value=86400, help_text="Seconds."
     )
-    client_ip = serializers.IPAddressField(required=False, allow_null=True, allow_blank=True)
+    client_ip = OptionalIPAddressField(required=False, allow_null=True, allow_blank=True)
     user_agent = serializers.CharField(required=False, allow_blank=True, allow_null=True, trim_whitespace=False)
     pod_name = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=253)
     is_error = serializers.BooleanField(required=False, default=False)
@@ -62,6 +73,17 @@ class CollectEventInput(serializers.Serializer):
             )
         return value
 
+    def to_internal_value(self, data):
+        # JSON types as the schema states them: DRF alone would take "1.5" for a number, 0 for false.
+        wrong = {
+            name: [f"Must be a JSON {kind}."]
+            for name, (types, kind) in _JSON_TYPES.items()
+            if data.get(name) is not None and (not isinstance(data[name], types) or _bool_as_number(data[name], types))
+        }
+        if wrong:
+            raise serializers.ValidationError(wrong)
+        return super().to_internal_value(data)
+
     @staticmethod
     def to_event(data: dict) -> Event:
         seconds = data.get("response_time")
@@ -74,6 +96,21 @@ class CollectEventInput(serializers.Serializer):
             user_agent=(data.get("user_agent") or "")[: settings.TRACKING_USER_AGENT_MAX_LENGTH],
             pod_name=data.get("pod_name") or "",
         )
+
+
+_JSON_TYPES = {
+    "endpoint": (str, "string"),
+    "timestamp": (str, "string"),
+    "response_time": ((int, float), "number"),
+    "client_ip": (str, "string"),
+    "user_agent": (str, "string"),
+    "pod_name": (str, "string"),
+    "is_error": (bool, "boolean"),
+}
+
+
+def _bool_as_number(value, types) -> bool:
+    return isinstance(value, bool) and types is not bool
 
 
 class CollectOutput(serializers.Serializer):
@@ -92,6 +129,15 @@ def _choice(name: str, choices: list[str], default: str) -> serializers.ChoiceFi
 class StatsParams(serializers.Serializer):
     endpoint = serializers.CharField(required=False, max_length=200)
     period = _choice("period", PERIOD_CHOICES, "24h")
+
+    def to_internal_value(self, data):
+        # A parameter given empty (`period=`) is a mistake, not a request for the default.
+        blank = {
+            name: ["May not be empty: leave it out for the default."] for name in self.fields if data.get(name) == ""
+        }
+        if blank:
+            raise serializers.ValidationError(blank)
+        return super().to_internal_value(data)
 
 
 class TimeseriesParams(StatsParams):

@@ -8,7 +8,7 @@ import json
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.request import Request
@@ -27,6 +27,7 @@ from analytics.api.serializers import (
     StatsParams,
     TimeseriesParams,
 )
+from tracker.api.schema import ErrorOutput, ErrorsAutoSchema
 
 
 class PayloadTooLarge(APIException):
@@ -44,6 +45,15 @@ def _seconds(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000.0
 
 
+class CollectSchema(ErrorsAutoSchema):
+    """The body as it is read: JSON only, one event object or a non-empty list of them."""
+
+    def _get_request_body(self, direction="request"):
+        event = self.resolve_serializer(CollectEventInput, direction).ref
+        many = {"type": "array", "items": event, "minItems": 1, "maxItems": settings.ANALYTICS_COLLECT_MAX_EVENTS}
+        return {"content": {"application/json": {"schema": {"oneOf": [event, many]}}}, "required": True}
+
+
 class CollectView(APIView):
     """POST /collect : one event (an object) or up to ANALYTICS_COLLECT_MAX_EVENTS (a list).
 
@@ -53,8 +63,20 @@ class CollectView(APIView):
 
     authentication_classes = [ApiTokenAuthentication]
     permission_classes = [HasApiToken]
+    schema = CollectSchema()
 
-    @extend_schema(request=CollectEventInput(many=True), responses={201: CollectOutput})
+    @extend_schema(
+        responses={
+            201: CollectOutput,
+            413: OpenApiResponse(ErrorOutput, description="The body is over ANALYTICS_COLLECT_MAX_BYTES."),
+            415: OpenApiResponse(ErrorOutput, description="Not JSON: send Content-Type: application/json."),
+            429: OpenApiResponse(
+                ErrorOutput,
+                description="Over a rate limit, or the token's quota of new endpoint names "
+                "(ANALYTICS_COLLECT_NEW_ENDPOINTS_PER_TOKEN) is used up.",
+            ),
+        }
+    )
     def post(self, request: Request) -> Response:
         items = _read_items(request)
         errors, events = {}, []
@@ -111,7 +133,9 @@ def _read_items(request: Request) -> list:
     return items
 
 
-_ENDPOINT = OpenApiParameter("endpoint", str, required=False, description="One endpoint (default: all).")
+_ENDPOINT = OpenApiParameter(
+    "endpoint", {"type": "string", "minLength": 1, "maxLength": 200}, description="One endpoint (default: all)."
+)
 _PERIOD = OpenApiParameter("period", str, required=False, enum=list(queries.PERIODS), default="24h")
 
 
@@ -145,7 +169,16 @@ class AnalyticsTimeseriesView(APIView):
         parameters=[
             _ENDPOINT,
             _PERIOD,
-            OpenApiParameter("interval", str, required=False, enum=list(queries.INTERVALS), default="1h"),
+            OpenApiParameter(
+                "interval",
+                str,
+                required=False,
+                enum=list(queries.INTERVALS),
+                default="1h",
+                description="5m and 15m only with periods up to 24h (7d and 30d take 1h or 1d); another "
+                "combination is a 400. A series of more than ANALYTICS_MAX_POINTS points (buckets x endpoints, "
+                "10000 by default) is a 400 that says so: ask for one endpoint or a longer interval.",
+            ),
         ],
         responses=AnalyticsTimeseriesOutput,
     )

@@ -182,3 +182,14 @@ def test_stats_survive_events_of_a_new_endpoint_committed_between_their_two_stat
 
     assert [row.endpoint for row in rows] == ["/old"]
     assert "count(DISTINCT client_ip)" in statements[-1]
+
+
+@pytest.mark.parametrize("path", ["/analytics/stats", "/analytics/timeseries", "/analytics/geo"])
+def test_a_parameter_given_empty_is_a_400_not_the_default(client, path):
+    response = client.get(path, {"period": "", "endpoint": ""})
+
+    assert response.status_code == 400
+    assert response.json()["details"] == {
+        "period": ["May not be empty: leave it out for the default."],
+        "endpoint": ["May not be empty: leave it out for the default."],
+    }

@@ -219,6 +219,8 @@ def test_timestamps_within_the_retention_and_a_little_ahead_are_accepted(authed)
         "<other>",
         0,
         "",
+        {},  # was a 500: the message's braces went through str.format
+        ["/a"],
     ],
 )
 def test_endpoint_names_outside_the_documented_characters_are_refused(authed, endpoint):
@@ -279,3 +281,19 @@ def test_one_token_cannot_introduce_more_new_endpoint_names_than_its_quota(authe
     _, other_token = services.create_token(name="another service")
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {other_token}")
     assert _post(client, {"endpoint": "/n4", "timestamp": now}).status_code == 201  # the quota is per token
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "kind"),
+    [
+        ("is_error", 0, "boolean"),
+        ("response_time", "1.5", "number"),
+        ("user_agent", 7, "string"),
+        ("response_time", True, "number"),
+    ],
+)
+def test_fields_take_the_json_types_the_schema_states(authed, field, value, kind):
+    response = _post(authed, {"endpoint": "/a", "timestamp": timezone.now().isoformat(), field: value})
+
+    assert response.status_code == 400
+    assert response.json()["details"]["0"] == {field: [f"Must be a JSON {kind}."]}

@@ -1,14 +1,20 @@
 from rest_framework import serializers
 
 from ratelimit.rules import MAX_ENDPOINT_LENGTH, Rate, Rule
+from tracker.api.schema import IPAddressField
 
 
 class CheckParams(serializers.Serializer):
     """Query parameters of GET /check. Unknown parameters are refused, not ignored (a typo would count
     every caller under one default bucket)."""
 
-    endpoint = serializers.CharField(max_length=MAX_ENDPOINT_LENGTH, help_text="The endpoint, e.g. /stats.")
-    client_ip = serializers.IPAddressField(help_text="The calling client's IP address (IPv4 or IPv6).")
+    endpoint = serializers.RegexField(
+        r"^/",
+        max_length=MAX_ENDPOINT_LENGTH,
+        error_messages={"invalid": 'An endpoint starts with "/", e.g. /stats.'},
+        help_text="The endpoint, e.g. /stats.",
+    )
+    client_ip = IPAddressField(help_text="The calling client's IP address (IPv4 or IPv6).")
 
     def to_internal_value(self, data):
         unknown = sorted(set(data) - set(self.fields))
@@ -17,11 +23,6 @@ class CheckParams(serializers.Serializer):
                 {name: ["Unknown parameter; /check takes endpoint and client_ip."] for name in unknown}
             )
         return super().to_internal_value(data)
-
-    def validate_endpoint(self, value: str) -> str:
-        if not value.startswith("/"):
-            raise serializers.ValidationError('An endpoint starts with "/", e.g. /stats.')
-        return value
 
 
 class CheckAllowedOutput(serializers.Serializer):

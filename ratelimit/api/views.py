@@ -3,7 +3,7 @@
 import socket
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +18,7 @@ from ratelimit.api.serializers import (
     LimitsOutput,
 )
 from ratelimit.services import Decision
+from tracker.api.schema import ErrorOutput
 
 
 class CheckView(APIView):
@@ -31,7 +32,22 @@ class CheckView(APIView):
     authentication_classes = [LimiterTokenAuthentication]
     permission_classes = [HasLimiterToken]
 
-    @extend_schema(parameters=[CheckParams], responses={200: CheckAllowedOutput, 429: CheckRefusedOutput})
+    @extend_schema(
+        parameters=[CheckParams],
+        responses={
+            200: CheckAllowedOutput,
+            429: CheckRefusedOutput,
+            503: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="CheckUnavailableOutput",
+                    serializers=[CheckRefusedOutput, ErrorOutput],
+                    resource_type_field_name=None,
+                ),
+                description="Redis unreachable with RATELIMIT_FAIL_OPEN=false (a refusal, redis_status set), "
+                "or no LIMITER_TOKEN configured on the limiter (an error).",
+            ),
+        },
+    )
     def get(self, request: Request) -> Response:
         params = CheckParams(data=request.query_params)
         params.is_valid(raise_exception=True)
