@@ -15,9 +15,9 @@ RUN apt-get update \
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip wheel --wheel-dir /tmp/wheels -r /tmp/requirements.txt \
-    && /opt/venv/bin/pip install --no-index --find-links /tmp/wheels -r /tmp/requirements.txt
+# requirements.lock (from requirements.txt by `make lock`): every package, pinned, with its hashes.
+COPY requirements.lock /tmp/requirements.lock
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/requirements.lock
 
 # --- Stage 2: the runtime image: no compilers, no build headers, a non-root user ------------
 FROM python:3.11.14-slim-trixie AS runtime

@@ -23,13 +23,15 @@ TEST_ENV := DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/end
 	KUBECTL=$(KUBECTL) \
 	CHECKOV_BIN=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 
-.PHONY: run superuser test lint format bench faults load clean kubectl promtool checkov
+.PHONY: run superuser test lint format bench faults load clean kubectl promtool checkov lock audit
 # The suite measures single-process metrics; gunicorn roles set their own directory.
 unexport PROMETHEUS_MULTIPROC_DIR
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements.lock requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# The image's exact packages (hash-checked), then the dev tools.
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
@@ -104,3 +106,18 @@ $(CURDIR)/$(KUBECTL_CACHE)/kubectl:
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .run
+
+# requirements.lock: requirements.txt resolved, every package pinned with its hashes (the image
+# installs it with --require-hashes). Run after editing requirements.txt; uv reads PyPI's index.
+lock: $(STAMP)
+	$(BIN)/pip install --quiet uv==0.13.8
+	$(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+		--custom-compile-command "make lock" requirements.txt -o requirements.lock
+
+# Known vulnerabilities in requirements.lock (pip-audit, PyPI's per-release JSON). Needs a registry
+# that serves /pypi/<name>/<version>/json; this project's machines do not (README, "Supply chain").
+# Accepted findings: .pip-audit-ignore, one ID per line with the reason.
+audit:
+	test -x .cache/audit/bin/pip-audit || { $(PYTHON) -m venv .cache/audit && .cache/audit/bin/pip install --quiet pip-audit==2.10.1; }
+	.cache/audit/bin/pip-audit --strict --progress-spinner off --vulnerability-service pypi --require-hashes --disable-pip \
+		-r requirements.lock $$(sed -n 's/^\([A-Za-z0-9][A-Za-z0-9-]*\).*/--ignore-vuln \1/p' .pip-audit-ignore)

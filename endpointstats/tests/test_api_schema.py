@@ -93,7 +93,7 @@ def test_the_web_roles_schema_tells_the_truth(tmp_path):
 
 
 def test_the_limiter_roles_schema_tells_the_truth(tmp_path):
-    token = "schemathesis-limiter-token"
+    token = "test-limiter-token-for-schemathesis"
     with gunicorn(env=server_env(LIMITER_TOKEN=token), role="limiter", workers=2) as (url, _):
         result = run_schemathesis(url, token, tmp_path)
 
