@@ -72,8 +72,8 @@ def run_schemathesis(url: str, token: str, tmp_path) -> subprocess.CompletedProc
             "--report-dir",
             str(tmp_path),
         ],
-        cwd=REPO,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "endpointstats.tests.schemathesis_hooks"},
+        cwd=tmp_path,  # schemathesis keeps a cache in its working directory
+        env={**os.environ, "PYTHONPATH": str(REPO), "SCHEMATHESIS_HOOKS": "endpointstats.tests.schemathesis_hooks"},
         capture_output=True,
         text=True,
         timeout=300,
