@@ -48,6 +48,12 @@ def test_the_lock_pins_every_package_with_hashes_and_agrees_with_requirements_tx
     wanted = pins((k8s.REPO / "requirements.txt").read_text())
     stale = {name: (pinned, locked.get(name)) for name, pinned in wanted.items() if locked.get(name) != pinned}
     assert not stale, f"requirements.txt and requirements.lock disagree (run `make lock`): {stale}"
+    # uv notes why each package is there: the ones "via -r requirements.txt" are exactly its list.
+    top_level = set()
+    for block in re.split(r"\n(?=[A-Za-z0-9])", (k8s.REPO / "requirements.lock").read_text()):
+        if "-r requirements.txt" in block and REQUIREMENT.match(block):
+            top_level.add(canonicalize_name(REQUIREMENT.match(block)[1]))
+    assert top_level == set(wanted), f"requirements.lock is stale (run `make lock`): {top_level ^ set(wanted)}"
 
 
 def test_the_image_installs_the_lock_with_require_hashes_only():
