@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 from deploy.tests import k8s
 from deploy.tests.test_dockerfile import stages
 
-REQUIREMENT = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)")
+REQUIREMENT = re.compile(r"^([A-Za-z0-9._-]+)(?:\[[^]]*\])?==([^\s;\\]+)")  # name[extras]==version
 
 
 def pins(text: str) -> dict[str, str]:
