@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from analytics import queries, sketches
 from analytics.models import ApiToken, DailyStat, GeoStat, HourlyStat
+from tracker import partitions
 from tracker import queries as tracker_queries
 from tracker import services as tracker_services
 from tracker.events import Event
@@ -320,6 +321,8 @@ class PruneResult:
     batches: int
     cutoff: datetime
     slowest_batch_seconds: float
+    dropped_partitions: tuple[str, ...] = ()
+    dropped_events_estimate: int = 0  # rows of the dropped days, from the planner's statistics
 
 
 def prune_events(
@@ -329,17 +332,26 @@ def prune_events(
     pause_seconds: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> PruneResult:
-    """Delete raw events older than ANALYTICS_RETENTION_DAYS, in bounded batches.
+    """Remove raw events older than ANALYTICS_RETENTION_DAYS. Rollups are never touched.
 
-    Each batch is its own short transaction (row locks on at most batch_size rows, found
-    through the occurred_at index), so inserts and reads carry on meanwhile. On PostgreSQL a
-    plain VACUUM follows, which makes the freed space reusable by new events at once (no
-    table lock, unlike VACUUM FULL), so the table does not grow. Rollups are never touched.
-    Idempotent and safe to run twice at once (both just delete what is left).
+    On the partitioned PostgreSQL table whole days go: each day partition that ends before the
+    cutoff is detached, then dropped (milliseconds, whatever its size; a day partly inside the
+    retention stays until it is wholly outside). Only the rows of the default partition (events
+    whose day had no partition) are deleted row by row. Elsewhere (SQLite, or before migration
+    0003) all old rows are deleted.
+
+    Deletes run in bounded batches, each its own short transaction (row locks on at most
+    batch_size rows, found through the occurred_at index), so inserts and reads carry on
+    meanwhile. On PostgreSQL a plain VACUUM follows, which makes the freed space reusable at
+    once (no table lock, unlike VACUUM FULL). Idempotent and safe to run twice at once.
     """
     cutoff = retention_cutoff(now=now)
     batch_size = batch_size or settings.ANALYTICS_PRUNE_BATCH_SIZE
     table = AccessEvent._meta.db_table
+    dropped: list[partitions.DroppedPartition] = []
+    if partitions.is_partitioned():
+        dropped = partitions.drop_partitions_before(cutoff=cutoff)
+        table = partitions.DEFAULT_PARTITION
     deleted = batches = 0
     slowest = 0.0
     while True:
@@ -365,4 +377,11 @@ def prune_events(
     if deleted and connection.vendor == "postgresql" and not connection.in_atomic_block:
         with connection.cursor() as cursor:
             cursor.execute(f"VACUUM (ANALYZE) {table}")
-    return PruneResult(deleted=deleted, batches=batches, cutoff=cutoff, slowest_batch_seconds=slowest)
+    return PruneResult(
+        deleted=deleted,
+        batches=batches,
+        cutoff=cutoff,
+        slowest_batch_seconds=slowest,
+        dropped_partitions=tuple(partition.name for partition in dropped),
+        dropped_events_estimate=sum(partition.estimated_rows for partition in dropped),
+    )

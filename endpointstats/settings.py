@@ -280,6 +280,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("ANALYTICS_LIVE_AGGREGATION_SECONDS", 60),
         "options": {"expires": 50},
     },
+    "tracker-create-event-partitions": {  # AccessEvent day partitions, TRACKING_PARTITION_DAYS_AHEAD ahead
+        "task": "tracker.tasks.create_event_partitions_task",
+        "schedule": crontab(minute=20),
+        "options": {"expires": 3000},
+    },
     "analytics-prune-events": {
         "task": "analytics.tasks.prune_events_task",
         "schedule": crontab(hour=3, minute=30),
@@ -305,6 +310,8 @@ TRACKING_IGNORE_USER_AGENTS = env_list("TRACKING_IGNORE_USER_AGENTS", "kube-prob
 # Distinct endpoints kept; more are counted under TRACKING_OVERFLOW_ENDPOINT.
 TRACKING_MAX_ENDPOINTS = env_int("TRACKING_MAX_ENDPOINTS", 500)
 TRACKING_OVERFLOW_ENDPOINT = "<other>"
+# PostgreSQL: AccessEvent day partitions are created this many days ahead (hourly beat task).
+TRACKING_PARTITION_DAYS_AHEAD = env_int("TRACKING_PARTITION_DAYS_AHEAD", 7)
 TRACKING_UNMATCHED_ENDPOINT = "<unmatched>"
 TRACKING_USER_AGENT_MAX_LENGTH = 256
 # Larger batches spread the per-batch costs (claim, commit) thinner: 20000 ran ~25% faster than

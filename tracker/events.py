@@ -1,11 +1,32 @@
 """The tracked event as it travels through the buffer: a small dataclass and its JSON codec."""
 
+import os
 import re
+import time
 import uuid
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 
 import orjson
+
+
+def uuid7_hex(unix_ms: int | None = None) -> str:
+    """A new UUIDv7 (RFC 9562) as 32 hex digits: 48 bits of Unix milliseconds, then 74 random bits.
+
+    Ids made later sort after earlier ones (to the millisecond), so inserts append to the end of
+    the unique index instead of landing at random pages as UUIDv4 did. Python 3.11 has no uuid7.
+    """
+    if unix_ms is None:
+        unix_ms = time.time_ns() // 1_000_000
+    random = int.from_bytes(os.urandom(10))  # 80 bits, of which 74 are used
+    value = (
+        (unix_ms & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76  # version
+        | (random >> 68) << 64  # rand_a: 12 bits
+        | 0b10 << 62  # variant
+        | random & 0x3FFF_FFFF_FFFF_FFFF  # rand_b: 62 bits
+    )
+    return f"{value:032x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +43,7 @@ class Event:
     user_agent: str = ""
     pod_name: str = ""
     country: str = ""  # derived at drain time (analytics.geo), before the address is protected
-    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    event_id: str = field(default_factory=uuid7_hex)
 
     def to_json(self) -> str:
         # Once per request on the hot path, and decoded once per event by the drain: orjson and

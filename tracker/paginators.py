@@ -18,8 +18,12 @@ class EstimatedCountPaginator(Paginator):
         query = self.object_list.query
         if connection.vendor == "postgresql" and not query.where:
             with connection.cursor() as cursor:
+                # Autovacuum never estimates a partitioned table itself: add up its partitions'.
                 cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [query.model._meta.db_table]
+                    "SELECT coalesce((SELECT sum(greatest(reltuples, 0)) FROM pg_class WHERE oid IN"
+                    " (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(%s))),"
+                    " (SELECT reltuples FROM pg_class WHERE relname = %s))::bigint",
+                    [query.model._meta.db_table] * 2,
                 )
                 row = cursor.fetchone()
             if row and row[0] > 10_000:

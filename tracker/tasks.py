@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from tracker import buffer, services
+from tracker import buffer, partitions, services
 
 
 @shared_task(ignore_result=True)
@@ -16,3 +16,9 @@ def drain_events_task() -> int:
 def drain_shard_task(shard: int) -> int:
     """Drain one shard (returns at once if another drain holds it); returns the number of events stored."""
     return services.drain_shard(shard=shard).stored
+
+
+@shared_task(ignore_result=True, acks_late=True)  # idempotent: a day that exists is skipped
+def create_event_partitions_task() -> int:
+    """Hourly: AccessEvent partitions for the next TRACKING_PARTITION_DAYS_AHEAD days; returns how many were created."""
+    return len(partitions.create_partitions())

@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from analytics import services
 from analytics.models import HourlyStat
+from tracker import partitions
 from tracker.models import AccessEvent
 
 pytestmark = pytest.mark.django_db
@@ -38,3 +39,19 @@ def test_the_prune_command_says_what_it_did(store, event, settings, capsys):
 
     assert "Deleted 1 raw event(s) older than" in capsys.readouterr().out
     assert AccessEvent.objects.count() == 0
+
+
+def test_pruning_drops_whole_day_partitions_and_deletes_rows_only_from_the_default_one(store, event, settings):
+    settings.ANALYTICS_RETENTION_DAYS = 7
+    now = datetime(2026, 3, 20, 12, tzinfo=UTC)
+    partitions.create_partitions(now=now - timedelta(days=10), days_ahead=10)  # 9 to 20 March
+    store(*[event(occurred_at=now - timedelta(days=9, minutes=i)) for i in range(4)])  # 11 March
+    store(event(occurred_at=now - timedelta(days=40)))  # a day without partition: the default one
+    kept = store(event(occurred_at=now - timedelta(days=6, hours=23)), event(occurred_at=now - timedelta(days=2)))
+
+    result = services.prune_events(now=now)
+
+    assert result.dropped_partitions == tuple(f"tracker_accessevent_p202603{day:02}" for day in range(9, 13))
+    assert result.deleted == 1
+    assert AccessEvent.objects.count() == kept == 2
+    assert services.prune_events(now=now).dropped_partitions == ()

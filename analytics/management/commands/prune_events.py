@@ -1,4 +1,4 @@
-"""manage.py prune_events: delete raw events older than ANALYTICS_RETENTION_DAYS, in small batches."""
+"""manage.py prune_events: drop day partitions and delete raw events older than ANALYTICS_RETENTION_DAYS."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -22,6 +22,11 @@ class Command(BaseCommand):
 
         result = services.prune_events(batch_size=batch_size, pause_seconds=pause, progress=progress)
         self.stdout.write("")
+        if result.dropped_partitions:
+            self.stdout.write(
+                f"Dropped {len(result.dropped_partitions)} day partition(s) "
+                f"(about {result.dropped_events_estimate:,} raw events): {', '.join(result.dropped_partitions)}."
+            )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Deleted {result.deleted:,} raw event(s) older than {result.cutoff:%Y-%m-%d %H:%M} UTC "
