@@ -47,7 +47,7 @@ def test_no_kustomization_uses_deprecated_fields():
         fields = set(yaml.safe_load(path.read_text())) & DEPRECATED_KUSTOMIZE_FIELDS
         found += [f"{path.relative_to(k8s.REPO)}: {field}" for field in sorted(fields)]
     assert not found, "deprecated kustomize fields:\n" + "\n".join(found)
-    assert len(list(k8s.KUSTOMIZE.rglob("kustomization.yaml"))) == 3
+    assert len(list(k8s.KUSTOMIZE.rglob("kustomization.yaml"))) == 4  # base, 2 overlays, the KEDA component
 
 
 @pytest.mark.parametrize("overlay", k8s.OVERLAYS)
