@@ -54,6 +54,9 @@ class HourlyStat(models.Model):
     latency_histogram = models.BinaryField(default=b"", help_text="Sparse log-bucket counts, see analytics.sketches.")
     client_sketch = models.BinaryField(default=b"", help_text="HyperLogLog registers of client addresses.")
     country_counts = models.JSONField(default=dict, help_text="Events per ISO country code ('' = unknown).")
+    # The running hour, advanced by live aggregation: the row holds only the events with an id up
+    # to this one (see AggregationWatermark). Null: it holds every event stored when it was computed.
+    covered_event_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["endpoint", "hour"], name="hourlystat_unique_endpoint_hour")]
@@ -106,3 +109,25 @@ class GeoStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.endpoint} {self.country or '??'}"
+
+
+class AggregationWatermark(models.Model):
+    """How far live aggregation has read the stream of stored events (one row, name "live").
+
+    AccessEvent ids come from one sequence as rows are inserted, so they order events by
+    ingestion. event_id: every event with an id up to it is in the rollups (its hour was
+    advanced or aggregated again); null before the first run. An id is trusted only once no
+    transaction that could still commit a smaller id is running: pending_* is the candidate
+    (the sequence's value, the transactions of this database running just after it was read,
+    as "pid:xid,...", and the moment the rollups would then cover up to).
+    """
+
+    name = models.CharField(max_length=50, unique=True)
+    event_id = models.BigIntegerField(null=True, blank=True)
+    pending_event_id = models.BigIntegerField(null=True, blank=True)
+    pending_writers = models.TextField(blank=True, default="")
+    pending_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: events up to {self.event_id}"

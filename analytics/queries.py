@@ -20,7 +20,7 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Count, Max
 from redis.exceptions import RedisError
 
 from analytics import sketches
@@ -100,18 +100,60 @@ class CountryCount:
 # --- raw events -------------------------------------------------------------------------------
 
 
-def summarize_events(*, start: datetime, end: datetime, endpoint: str | None = None) -> dict[str, Summary]:
+def summarize_events(
+    *, start: datetime, end: datetime, endpoint: str | None = None, up_to_event_id: int | None = None
+) -> dict[str, Summary]:
     """Summaries per endpoint of the raw events in [start, end), exact unique clients included.
 
-    One pass over the range on PostgreSQL (GROUPING SETS), a Python loop elsewhere.
+    up_to_event_id: only events with an id up to it (stored up to then). One pass over the range
+    on PostgreSQL (GROUPING SETS), a Python loop elsewhere.
     """
     if connection.vendor != "postgresql":
-        return _summarize_in_python(start=start, end=end, endpoint=endpoint)
-    table = AccessEvent._meta.db_table
+        return _summarize_in_python(start=start, end=end, endpoint=endpoint, up_to_event_id=up_to_event_id)
     where, params = "occurred_at >= %s AND occurred_at < %s", [start, end]
     if endpoint is not None:
         where += " AND endpoint = %s"
         params.append(endpoint)
+    if up_to_event_id is not None:
+        where += " AND id <= %s"
+        params.append(up_to_event_id)
+    return _summarize_in_sql(f"SELECT * FROM {AccessEvent._meta.db_table} WHERE {where}", params, exact_clients=True)
+
+
+def summarize_new_events(
+    *, hour: datetime, covered_until: datetime, covered_event_id: int, until: datetime, event_id: int
+) -> dict[str, Summary]:
+    """What advancing a running hour's rollup from (covered_until, covered_event_id) to
+    (until, event_id) adds: the events of [hour, until) with an id up to event_id that the
+    rollup does not hold yet, i.e. those stored since (id > covered_event_id, whatever their time:
+    late ones included) and those stored before but timed after covered_until.
+
+    Reads about one run's worth of events, never the hour from its start. Unique clients are
+    left to the sketch (a count of distinct clients does not add up).
+    """
+    if connection.vendor != "postgresql":
+        new = _summarize_in_python(
+            start=hour, end=until, endpoint=None, up_to_event_id=event_id, after_event_id=covered_event_id
+        )
+        _merge_into(
+            new,
+            _summarize_in_python(start=covered_until, end=until, endpoint=None, up_to_event_id=covered_event_id),
+        )
+        for summary in new.values():
+            summary.unique_clients = None
+        return new
+    table = AccessEvent._meta.db_table
+    # Two disjoint parts, each answered by its own index: the id range (primary key) and the time range.
+    source = (
+        f"SELECT * FROM {table} WHERE id > %s AND id <= %s AND occurred_at >= %s AND occurred_at < %s"
+        f" UNION ALL SELECT * FROM {table} WHERE id <= %s AND occurred_at >= %s AND occurred_at < %s"
+    )
+    params = [covered_event_id, event_id, hour, until, covered_event_id, covered_until, until]
+    return _summarize_in_sql(source, params, exact_clients=False)
+
+
+def _summarize_in_sql(source: str, params: list, *, exact_clients: bool) -> dict[str, Summary]:
+    """Summaries per endpoint of the events `source` (a SELECT * of AccessEvent rows) returns."""
     # HyperLogLog registers are computed in SQL (no per-client row leaves the database).
     sql = f"""
         SELECT endpoint, bucket, country, register, GROUPING(bucket, country, register),
@@ -119,10 +161,9 @@ def summarize_events(*, start: datetime, end: datetime, endpoint: str | None = N
                max(occurred_at), max(rank)
         FROM (SELECT endpoint, {sketches.BUCKET_SQL} AS bucket, country, is_error, duration_ms, occurred_at,
                      {sketches.HLL_REGISTER_SQL} AS register, {sketches.HLL_RANK_SQL} AS rank
-              FROM (SELECT *, {sketches.HLL_HASH_SQL} AS h FROM {table} WHERE {where}) AS hashed) AS e
+              FROM (SELECT *, {sketches.HLL_HASH_SQL} AS h FROM ({source}) AS source) AS hashed) AS e
         GROUP BY GROUPING SETS ((endpoint), (endpoint, bucket), (endpoint, country), (endpoint, register))
     """
-    distinct_sql = f"SELECT endpoint, count(DISTINCT client_ip) FROM {table} WHERE {where} GROUP BY endpoint"
     summaries: dict[str, Summary] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -137,19 +178,26 @@ def summarize_events(*, start: datetime, end: datetime, endpoint: str | None = N
                 summary.countries[country or ""] = count
             elif register is not None:  # (endpoint, register)
                 summary.sketch[register] = rank
-        cursor.execute(distinct_sql, params)
-        for name, clients in cursor.fetchall():
-            # Each statement has its own snapshot: this one may see an endpoint whose first events
-            # were committed after the one above ran (a KeyError once); they count next time.
-            if name in summaries:
-                summaries[name].unique_clients = clients
+        if exact_clients:
+            cursor.execute(
+                f"SELECT endpoint, count(DISTINCT client_ip) FROM ({source}) AS source GROUP BY endpoint", params
+            )
+            for name, clients in cursor.fetchall():
+                # Each statement has its own snapshot: this one may see an endpoint whose first events
+                # were committed after the one above ran (a KeyError once); they count next time.
+                if name in summaries:
+                    summaries[name].unique_clients = clients
     return summaries
 
 
-def _summarize_in_python(*, start, end, endpoint) -> dict[str, Summary]:
+def _summarize_in_python(*, start, end, endpoint, up_to_event_id=None, after_event_id=None) -> dict[str, Summary]:
     rows = AccessEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
     if endpoint is not None:
         rows = rows.filter(endpoint=endpoint)
+    if up_to_event_id is not None:
+        rows = rows.filter(id__lte=up_to_event_id)
+    if after_event_id is not None:
+        rows = rows.filter(id__gt=after_event_id)
     summaries: dict[str, Summary] = {}
     clients: dict[str, set[str]] = {}
     fields = ("endpoint", "is_error", "duration_ms", "client_ip", "country", "occurred_at")
@@ -166,6 +214,69 @@ def _summarize_in_python(*, start, end, endpoint) -> dict[str, Summary]:
         summary.unique_clients = len(addresses)
         summary.sketch = np.frombuffer(sketches.sketch_clients(addresses), dtype=np.uint8)
     return summaries
+
+
+# --- the stream of stored events (live aggregation) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    event_id: int  # the newest AccessEvent id handed out so far (0: none yet)
+    writers: str  # PostgreSQL: the other transactions of this database running just after ("pid:xid,...")
+
+
+def stream_position() -> StreamPosition:
+    """Where the stream of stored events is now. Every id up to event_id belongs to a transaction
+    that had finished or is listed in writers, so it is final once those have finished.
+
+    Writers are read from pg_stat_activity, which shows the sessions of the same role (the
+    drains use the app's DATABASE_URL); only this database's transactions count.
+    """
+    table = AccessEvent._meta.db_table
+    if connection.vendor != "postgresql":
+        return StreamPosition(AccessEvent.objects.aggregate(newest=Max("id"))["newest"] or 0, "")
+    with connection.cursor() as cursor:
+        # In this order: the id first, then who is still writing (an id handed out before that
+        # belongs to a transaction that has finished or is listed).
+        cursor.execute(
+            "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence(%s, 'id')::regclass), 0)", [table]
+        )
+        (event_id,) = cursor.fetchone()
+        return StreamPosition(int(event_id), ",".join(_running_writers(cursor)))
+
+
+def _running_writers(cursor) -> list[str]:
+    """Transactions with an id running now in this database (this one aside), as "pid:xid"."""
+    cursor.execute("SELECT pg_stat_clear_snapshot()")  # pg_stat_activity is otherwise frozen per transaction
+    cursor.execute(
+        "SELECT pid || ':' || backend_xid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+    )
+    return [writer for (writer,) in cursor.fetchall()]
+
+
+def position_is_final(position: StreamPosition) -> bool:
+    """True once every transaction that was running at `position` has finished: no event with an
+    id up to position.event_id can appear any more."""
+    if not position.writers:
+        return True
+    with connection.cursor() as cursor:
+        return not set(position.writers.split(",")) & set(_running_writers(cursor))
+
+
+def hours_with_new_events(*, after_event_id: int, up_to_event_id: int, before: datetime) -> list[datetime]:
+    """The hours before `before` that events with ids in (after_event_id, up_to_event_id] belong to
+    (events stored since then for earlier hours: late ones). Reads the primary key's id range."""
+    rows = AccessEvent.objects.filter(id__gt=after_event_id, id__lte=up_to_event_id, occurred_at__lt=before)
+    if connection.vendor != "postgresql":
+        return sorted({floor_time(moment, HOUR) for moment in rows.values_list("occurred_at", flat=True)})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT date_trunc('hour', occurred_at) FROM {AccessEvent._meta.db_table}"
+            " WHERE id > %s AND id <= %s AND occurred_at < %s ORDER BY 1",
+            [after_event_id, up_to_event_id, before],
+        )
+        return [hour for (hour,) in cursor.fetchall()]
 
 
 # --- periods ----------------------------------------------------------------------------------
@@ -283,6 +394,11 @@ def merge_rollup_rows(rows) -> dict[str, Summary]:
         summary.sketch = sketches.merge_sketches(row[7] for row in group)
         summaries[name] = summary
     return summaries
+
+
+def merge_summaries(target: dict[str, Summary], extra: dict[str, Summary]) -> None:
+    """Add `extra` into `target` (per endpoint); unique clients then come from the sketches."""
+    _merge_into(target, extra)
 
 
 def _merge_into(target: dict[str, Summary], extra: dict[str, Summary]) -> None:

@@ -22,7 +22,7 @@ from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from analytics import queries, sketches
-from analytics.models import ApiToken, DailyStat, GeoStat, HourlyStat
+from analytics.models import AggregationWatermark, ApiToken, DailyStat, GeoStat, HourlyStat
 from tracker import partitions
 from tracker import queries as tracker_queries
 from tracker import services as tracker_services
@@ -173,21 +173,132 @@ def aggregate_hour(*, hour: datetime, now: datetime | None = None, rebuild_day: 
         return 0
     _advisory_lock("analytics-hour", int(hour.timestamp()))
     summaries = queries.summarize_events(start=hour, end=until)
+    written = _write_hour(hour=hour, until=until, summaries=summaries, covered_event_id=None)
+    if rebuild_day:
+        _rebuild_day(day=hour.date())
+    if until == hour + HOUR:
+        # A complete hour changed: cached merges of complete hours are stale from now on.
+        transaction.on_commit(queries.forget_cached_rollups)
+    return written
+
+
+def aggregate_live(*, now: datetime | None = None) -> int:
+    """The every-minute task: advance the running hour's rollup from where the last run stopped,
+    complete the previous hour, pick up late events; then cache the dashboards' common merges.
+
+    The stream of stored events is read by id (ids come from one sequence as rows are inserted),
+    from the AggregationWatermark on, so each run reads about a minute of events, never the hour
+    from its start:
+    - the running hour gains the events with ids up to the new watermark timed before
+      now - ANALYTICS_LIVE_LAG_SECONDS (its rows record both in covered_event_id and covered_until);
+    - the previous hour, once the running one has started, is aggregated once more in one exact
+      pass (exact unique clients; the running hour's are the sketch's estimate until then);
+    - any earlier hour (within the retention) that received events since the last run is
+      aggregated again in one pass, however late they came.
+    A watermark is taken only once every transaction that could still store a smaller id has
+    finished (usually at the next run), so no event is skipped or counted twice, whatever the
+    order drains commit in. Idempotent; concurrent runs serialise on the watermark's row lock.
+    Returns the number of HourlyStat rows written.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        AggregationWatermark.objects.get_or_create(name="live")
+        mark = AggregationWatermark.objects.select_for_update().get(name="live")
+        target = _final_position(mark, until=now - timedelta(seconds=settings.ANALYTICS_LIVE_LAG_SECONDS))
+        written = 0
+        if target is not None:
+            event_id, until = target
+            current = queries.floor_time(until, HOUR)
+            previous = HourlyStat.objects.filter(hour=current - HOUR).values_list("covered_until", flat=True).first()
+            completed = None
+            if previous is None or previous < current:
+                written += aggregate_hour(hour=current - HOUR, now=now)
+                completed = current - HOUR
+            written += _advance_hour(hour=current, until=until, event_id=event_id)
+            if mark.event_id is not None:
+                oldest = queries.floor_time(retention_cutoff(now=now), HOUR) + HOUR
+                late = queries.hours_with_new_events(
+                    after_event_id=mark.event_id, up_to_event_id=event_id, before=current
+                )
+                for hour in late:
+                    if hour != completed and hour >= oldest:
+                        written += aggregate_hour(hour=hour, now=now)
+            mark.event_id = event_id
+        mark.save()
+    queries.warm_rollup_cache(now=now)
+    return written
+
+
+def _final_position(mark: AggregationWatermark, *, until: datetime) -> tuple[int, datetime] | None:
+    """The newest stream position no transaction can still add an event below, with the moment
+    rollups may cover up to with it; None if there is none yet. Updates mark's candidate."""
+    position = queries.stream_position()
+    if queries.position_is_final(position):  # nothing else was storing events just now
+        mark.pending_event_id, mark.pending_writers, mark.pending_until = None, "", None
+        return position.event_id, until
+    target = None
+    if mark.pending_event_id is not None and mark.pending_until is not None:
+        pending = queries.StreamPosition(mark.pending_event_id, mark.pending_writers)
+        if queries.position_is_final(pending):
+            target = pending.event_id, mark.pending_until
+    if target is not None or mark.pending_event_id is None:
+        mark.pending_event_id, mark.pending_writers, mark.pending_until = position.event_id, position.writers, until
+    return target
+
+
+def _advance_hour(*, hour: datetime, until: datetime, event_id: int) -> int:
+    """Bring the running hour's rows to (until, event_id): from where they stopped when they were
+    advanced before, else in one pass from the hour's start (its first run, or after a backfill).
+    Returns the number of rows written."""
+    _advisory_lock("analytics-hour", int(hour.timestamp()))
+    until = min(until, hour + HOUR)
+    rows = {row.endpoint: row for row in HourlyStat.objects.filter(hour=hour)}
+    marks = {(row.covered_until, row.covered_event_id) for row in rows.values()}
+    if len(marks) == 1 and None not in next(iter(marks)):
+        ((since, since_event_id),) = marks
+        if since >= until and since_event_id >= event_id:
+            return 0
+        summaries = queries.merge_rollup_rows(
+            (name, *[getattr(row, column) for column in queries.ROLLUP_MERGE_COLUMNS[1:]]) for name, row in rows.items()
+        )
+        for name, summary in summaries.items():
+            summary.countries = dict(rows[name].country_counts)
+            summary.unique_clients = rows[name].unique_clients
+        new = queries.summarize_new_events(
+            hour=hour, covered_until=since, covered_event_id=since_event_id, until=max(until, since), event_id=event_id
+        )
+        for name, part in new.items():
+            if name in summaries:
+                countries = summaries[name].countries
+                for country, count in part.countries.items():
+                    countries[country] = countries.get(country, 0) + count
+        queries.merge_summaries(summaries, new)
+        until = max(until, since)
+    else:
+        summaries = queries.summarize_events(start=hour, end=until, up_to_event_id=event_id)
+    written = _write_hour(hour=hour, until=until, summaries=summaries, covered_event_id=event_id)
+    _rebuild_day(day=hour.date())
+    return written
+
+
+def _write_hour(*, hour: datetime, until: datetime, summaries: dict, covered_event_id: int | None) -> int:
+    """Upsert one HourlyStat row per endpoint of `summaries`; the hour's other rows get the new coverage."""
     rows = [
         HourlyStat(
             endpoint=name,
             hour=hour,
             covered_until=until,
+            covered_event_id=covered_event_id,
             access_count=s.access_count,
             error_count=s.error_count,
             avg_response_time_ms=s.avg_response_time_ms,
             p95_response_time_ms=s.p95_response_time_ms,
-            unique_clients=s.unique_clients or 0,
+            unique_clients=s.estimated_clients(),
             last_accessed_at=s.last_accessed_at,
             total_response_time_ms=s.total_response_time_ms,
             timed_count=s.timed_count,
             latency_histogram=sketches.dense_to_blob(s.histogram),
-            client_sketch=s.sketch.tobytes(),
+            client_sketch=np.asarray(s.sketch, dtype=np.uint8).tobytes(),
             country_counts=s.countries,
         )
         for name, s in sorted(summaries.items())
@@ -199,28 +310,10 @@ def aggregate_hour(*, hour: datetime, now: datetime | None = None, rebuild_day: 
         update_fields=[f.name for f in HourlyStat._meta.concrete_fields if f.name not in {"id", "endpoint", "hour"}],
     )
     # Rows of endpoints without events in the window now (only if their raw events vanished).
-    HourlyStat.objects.filter(hour=hour).exclude(endpoint__in=list(summaries)).update(covered_until=until)
-    if rebuild_day:
-        _rebuild_day(day=hour.date())
-    if until == hour + HOUR:
-        # A complete hour changed: cached merges of complete hours are stale from now on.
-        transaction.on_commit(queries.forget_cached_rollups)
+    HourlyStat.objects.filter(hour=hour).exclude(endpoint__in=list(summaries)).update(
+        covered_until=until, covered_event_id=covered_event_id
+    )
     return len(rows)
-
-
-def aggregate_live(*, now: datetime | None = None) -> int:
-    """The every-minute task: the running hour up to a moment ago, and the previous hour until
-    it is complete (so every hour before the newest one is whole, as queries expect); then
-    the dashboards' most common merges are cached ahead of their requests."""
-    now = now or timezone.now()
-    current = queries.floor_time(now, HOUR)
-    written = 0
-    previous = HourlyStat.objects.filter(hour=current - HOUR).values_list("covered_until", flat=True).first()
-    if previous is None or previous < current:
-        written += aggregate_hour(hour=current - HOUR, now=now)
-    written += aggregate_hour(hour=current, now=now)
-    queries.warm_rollup_cache(now=now)
-    return written
 
 
 def _rebuild_day(*, day: date) -> None:
