@@ -248,10 +248,11 @@ def run() -> int:
         f" {aggregate_seconds:.2f} s; again (idempotent re-run): {reaggregate_seconds:.2f} s.\n"
     )
     print(
-        f"Pruning those {pruned.deleted:,} events from a table of ~{in_window / 1e6:.0f}M rows:"
-        f" {prune_seconds:.1f} s in"
+        f"Pruning those events from a table of ~{in_window / 1e6:.0f}M rows: {prune_seconds:.1f} s;"
+        f" {len(pruned.dropped_partitions)} day partition(s) dropped (~{pruned.dropped_events_estimate:,} events),"
+        f" {pruned.deleted:,} events of the default partition deleted in"
         f" {pruned.batches} batches of {settings.ANALYTICS_PRUNE_BATCH_SIZE:,}; slowest batch (the longest any row lock"
-        f" is held) {pruned.slowest_batch_seconds * 1000:.0f} ms, followed by a plain VACUUM (no table lock).\n"
+        f" is held) {pruned.slowest_batch_seconds * 1000:.0f} ms (see bench_partitions for drop against DELETE).\n"
     )
     verdict = "all targets met" if not failures else "targets missed: " + "; ".join(failures)
     print(
