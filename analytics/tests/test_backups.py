@@ -13,7 +13,8 @@ from django.test import Client
 from analytics import backups, services, tasks
 from analytics.models import HourlyStat
 
-SCRATCH = "es_analytics_restore_scratch"
+# Per process: helpers running the suite at once on one server must not drop each other's scratch database.
+SCRATCH = f"es_analytics_restore_scratch_{os.getpid()}"
 
 
 @pytest.fixture
