@@ -15,6 +15,7 @@ Disk is checked before the large fill: the 50M step is skipped if the database's
 than BENCH_PARTITIONS_MIN_FREE_GB left after it.
 """
 
+import contextlib
 import io
 import os
 import random
@@ -238,8 +239,9 @@ def insert_rates() -> list[tuple[int, int, str, str, list[float]]]:
             log(f"filling the table to {target:,} rows ...")
             started = time.perf_counter()
             per_day = (target - filled) // DAYS
-            for number in range(DAYS):
-                fill(first_day + timedelta(days=number), per_day, offset=10**12 + filled + number * per_day)
+            with without_indexes():  # built once afterwards: much faster than row by row
+                for number in range(DAYS):
+                    fill(first_day + timedelta(days=number), per_day, offset=10**12 + filled + number * per_day)
             with connection.cursor() as cursor:
                 cursor.execute("VACUUM ANALYZE tracker_accessevent")
             log(f"  {time.perf_counter() - started:.0f} s")
@@ -257,6 +259,33 @@ def insert_rates() -> list[tuple[int, int, str, str, list[float]]]:
             results.append((filled, today_rows, size, kind, values))
             log(f"  {filled:,} rows, {kind}: {statistics.median(values):,.0f} events/s")
     return results
+
+
+# The keys and indexes of migration tracker.0003, as it builds them after its copy.
+INDEXES = (
+    "ALTER TABLE tracker_accessevent ADD CONSTRAINT tracker_accessevent_pkey PRIMARY KEY (id, occurred_at)",
+    "ALTER TABLE tracker_accessevent ADD CONSTRAINT accessevent_unique_event UNIQUE (event_id, occurred_at)",
+    "CREATE INDEX accessevent_endpoint_time ON tracker_accessevent (endpoint, occurred_at)",
+    "CREATE INDEX accessevent_time ON tracker_accessevent (occurred_at)",
+)
+
+
+@contextlib.contextmanager
+def without_indexes():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE tracker_accessevent DROP CONSTRAINT tracker_accessevent_pkey,"
+            " DROP CONSTRAINT accessevent_unique_event"
+        )
+        cursor.execute("DROP INDEX accessevent_endpoint_time, accessevent_time")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("SET maintenance_work_mem = '1GB'")
+        for statement in INDEXES:
+            cursor.execute(statement)
+        cursor.execute("RESET maintenance_work_mem")
 
 
 def room_for(rows: int) -> bool:
