@@ -389,6 +389,8 @@ TASK_TIME_LIMITS = {  # task: (soft, hard) seconds
     "analytics.tasks.aggregate_recent_hours_task": (600, 720),  # ANALYTICS_REAGGREGATE_HOURS hours
     "analytics.tasks.prune_events_task": (1800, 1920),  # a day of events, 10000 rows per batch
     "analytics.tasks.backup_database_task": (3600, 3900),
+    # Up to 9 empty day partitions (milliseconds each; each lock waited for at most 2 s).
+    "tracker.tasks.create_event_partitions_task": (60, 90),
 }
 CELERY_TASK_ANNOTATIONS = {
     name: {"soft_time_limit": soft, "time_limit": hard} for name, (soft, hard) in TASK_TIME_LIMITS.items()
