@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from analytics import services
 from analytics.models import ApiToken, DailyStat, GeoStat, HourlyStat
+from tracker.admin_common import CountryFilter, EndpointFilter, ReadOnlyAdminMixin
 
 
 @admin.register(ApiToken)
@@ -35,35 +36,55 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return False  # revoke instead, so who had access stays on record
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+class RollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Rollups are written only by aggregation: read-only, newest first, endpoint typed not listed."""
+
+    list_filter = [EndpointFilter]
+
+    @admin.display(description="requests", ordering="access_count")
+    def requests(self, obj) -> str:
+        return f"{obj.access_count:,}"
+
+    @admin.display(description="errors (5xx)", ordering="error_count")
+    def errors(self, obj) -> str:
+        return f"{obj.error_count:,}"
 
 
 @admin.register(HourlyStat)
-class HourlyStatAdmin(ReadOnlyAdmin):
-    list_display = ["hour", "endpoint", "access_count", "error_count", "p95_response_time_ms", "unique_clients"]
-    list_filter = ["endpoint"]
+class HourlyStatAdmin(RollupAdmin):
+    list_display = ["hour", "endpoint", "requests", "errors", "client_errors", "average_ms", "p95_ms", "unique_clients"]
+    ordering = ["-hour", "endpoint"]
     date_hierarchy = "hour"
     exclude = ["latency_histogram", "client_sketch"]
 
+    @admin.display(description="4xx (429)", ordering="client_error_count")
+    def client_errors(self, obj: HourlyStat) -> str:
+        return f"{obj.client_error_count:,} ({obj.throttled_count:,})"
+
+    @admin.display(description="average (ms)", ordering="avg_response_time_ms")
+    def average_ms(self, obj: HourlyStat) -> str:
+        return _ms(obj.avg_response_time_ms)
+
+    @admin.display(description="p95 (ms)", ordering="p95_response_time_ms")
+    def p95_ms(self, obj: HourlyStat) -> str:
+        return _ms(obj.p95_response_time_ms)
+
 
 @admin.register(DailyStat)
-class DailyStatAdmin(ReadOnlyAdmin):
-    list_display = ["day", "endpoint", "access_count", "error_count"]
-    list_filter = ["endpoint"]
+class DailyStatAdmin(RollupAdmin):
+    list_display = ["day", "endpoint", "requests", "errors"]
+    ordering = ["-day", "endpoint"]
     date_hierarchy = "day"
     exclude = ["latency_histogram", "client_sketch"]
 
 
 @admin.register(GeoStat)
-class GeoStatAdmin(ReadOnlyAdmin):
-    list_display = ["day", "endpoint", "country", "access_count"]
-    list_filter = ["country"]
+class GeoStatAdmin(RollupAdmin):
+    list_display = ["day", "endpoint", "country", "requests"]
+    list_filter = [EndpointFilter, CountryFilter]
+    ordering = ["-day", "-access_count"]
     date_hierarchy = "day"

@@ -57,6 +57,10 @@ class HourlyStat(models.Model):
     # The running hour, advanced by live aggregation: the row holds only the events with an id up
     # to this one (see AggregationWatermark). Null: it holds every event stored when it was computed.
     covered_event_id = models.BigIntegerField(null=True, blank=True)
+    # For the admin console, so its overview never reads raw events.
+    client_error_count = models.BigIntegerField(default=0, help_text="4xx responses, 429 included.")
+    throttled_count = models.BigIntegerField(default=0, help_text="429 responses: rate-limit refusals.")
+    top_clients = models.JSONField(default=dict, help_text="Requests of the busiest client addresses.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["endpoint", "hour"], name="hourlystat_unique_endpoint_hour")]

@@ -35,6 +35,7 @@ INTERVALS = {"5m": timedelta(minutes=5), "15m": timedelta(minutes=15), "1h": HOU
 RAW_ONLY_INTERVALS = {"5m", "15m"}
 RAW_PERIOD_LIMIT = DAY
 ROLLUP_FROM = DAY  # periods at least this long are answered from rollups
+TOP_CLIENTS = 20  # busiest client addresses kept per endpoint and hour (the admin console's top clients)
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Summary:
     sketch: np.ndarray = field(default_factory=lambda: np.zeros(sketches.HLL_REGISTERS, dtype=np.uint8))
     unique_clients: int | None = None  # exact when known (one hour, or raw), else estimated from sketch
     countries: dict[str, int] = field(default_factory=dict)
+    # Raw-event summaries only (HourlyStat keeps them; merges of rollups do not carry them).
+    client_error_count: int = 0  # 4xx, 429 included
+    throttled_count: int = 0  # 429: rate-limit refusals
+    top_clients: dict[str, int] = field(default_factory=dict)  # the TOP_CLIENTS busiest addresses
 
     def add_counts(self, *, access, errors, total_ms, timed, last) -> None:
         self.access_count += access
@@ -158,19 +163,33 @@ def _summarize_in_sql(source: str, params: list, *, exact_clients: bool) -> dict
     sql = f"""
         SELECT endpoint, bucket, country, register, GROUPING(bucket, country, register),
                count(*), count(*) FILTER (WHERE is_error), sum(duration_ms), count(duration_ms),
-               max(occurred_at), max(rank)
+               max(occurred_at), max(rank),
+               count(*) FILTER (WHERE status_code >= 400 AND status_code < 500),
+               count(*) FILTER (WHERE status_code = 429)
         FROM (SELECT endpoint, {sketches.BUCKET_SQL} AS bucket, country, is_error, duration_ms, occurred_at,
+                     status_code,
                      {sketches.HLL_REGISTER_SQL} AS register, {sketches.HLL_RANK_SQL} AS rank
               FROM (SELECT *, {sketches.HLL_HASH_SQL} AS h FROM ({source}) AS source) AS hashed) AS e
         GROUP BY GROUPING SETS ((endpoint), (endpoint, bucket), (endpoint, country), (endpoint, register))
     """
+    # Requests per client: the number of clients (exact) and the busiest TOP_CLIENTS, in one pass.
+    clients_sql = f"""
+        SELECT endpoint, host(client_ip), requests, clients
+        FROM (SELECT endpoint, client_ip, count(*) AS requests,
+                     count(*) OVER (PARTITION BY endpoint) AS clients,
+                     row_number() OVER (PARTITION BY endpoint ORDER BY count(*) DESC, client_ip) AS place
+              FROM ({source}) AS source WHERE client_ip IS NOT NULL GROUP BY endpoint, client_ip) AS c
+        WHERE place <= {TOP_CLIENTS}
+    """
     summaries: dict[str, Summary] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for name, bucket, country, register, grouping, count, errors, total_ms, timed, last, rank in cursor.fetchall():
+        for row in cursor.fetchall():
+            name, bucket, country, register, grouping, count, errors, total_ms, timed, last, rank, c4xx, c429 = row
             summary = summaries.get(name) or summaries.setdefault(name, Summary())
             if grouping == 0b111:  # (endpoint)
                 summary.add_counts(access=count, errors=errors, total_ms=total_ms, timed=timed, last=last)
+                summary.client_error_count, summary.throttled_count = c4xx, c429
             elif grouping == 0b011:  # (endpoint, bucket)
                 if bucket is not None:
                     summary.histogram[bucket] += count
@@ -179,14 +198,16 @@ def _summarize_in_sql(source: str, params: list, *, exact_clients: bool) -> dict
             elif register is not None:  # (endpoint, register)
                 summary.sketch[register] = rank
         if exact_clients:
-            cursor.execute(
-                f"SELECT endpoint, count(DISTINCT client_ip) FROM ({source}) AS source GROUP BY endpoint", params
-            )
-            for name, clients in cursor.fetchall():
-                # Each statement has its own snapshot: this one may see an endpoint whose first events
-                # were committed after the one above ran (a KeyError once); they count next time.
-                if name in summaries:
+            for summary in summaries.values():
+                summary.unique_clients = 0
+        cursor.execute(clients_sql, params)
+        for name, address, requests, clients in cursor.fetchall():
+            # Each statement has its own snapshot: this one may see an endpoint whose first events
+            # were committed after the one above ran (a KeyError once); they count next time.
+            if name in summaries:
+                if exact_clients:
                     summaries[name].unique_clients = clients
+                summaries[name].top_clients[address] = requests
     return summaries
 
 
@@ -200,10 +221,16 @@ def _summarize_in_python(*, start, end, endpoint, up_to_event_id=None, after_eve
         rows = rows.filter(id__gt=after_event_id)
     summaries: dict[str, Summary] = {}
     clients: dict[str, set[str]] = {}
-    fields = ("endpoint", "is_error", "duration_ms", "client_ip", "country", "occurred_at")
-    for name, is_error, duration, ip, country, at in rows.values_list(*fields).iterator():
+    fields = ("endpoint", "is_error", "duration_ms", "client_ip", "country", "occurred_at", "status_code")
+    per_client: dict[str, dict[str, int]] = {}
+    for name, is_error, duration, ip, country, at, status in rows.values_list(*fields).iterator():
         summary = summaries.get(name) or summaries.setdefault(name, Summary())
         summary.add_counts(access=1, errors=int(is_error), total_ms=duration, timed=duration is not None, last=at)
+        summary.client_error_count += int(status is not None and 400 <= status < 500)
+        summary.throttled_count += int(status == 429)
+        if ip:
+            counts = per_client.setdefault(name, {})
+            counts[ip] = counts.get(ip, 0) + 1
         if duration is not None:
             summary.histogram[sketches.bucket_of(duration)] += 1
         summary.countries[country or ""] = summary.countries.get(country or "", 0) + 1
@@ -213,6 +240,8 @@ def _summarize_in_python(*, start, end, endpoint, up_to_event_id=None, after_eve
         addresses = clients.get(name, set())
         summary.unique_clients = len(addresses)
         summary.sketch = np.frombuffer(sketches.sketch_clients(addresses), dtype=np.uint8)
+        busiest = sorted(per_client.get(name, {}).items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CLIENTS]
+        summary.top_clients = dict(busiest)
     return summaries
 
 
@@ -417,6 +446,12 @@ def _merge_into(target: dict[str, Summary], extra: dict[str, Summary]) -> None:
         summary.histogram = summary.histogram + part.histogram
         summary.sketch = np.maximum(summary.sketch, part.sketch)
         summary.unique_clients = None  # two parts: only the sketch can combine them
+        summary.client_error_count += part.client_error_count
+        summary.throttled_count += part.throttled_count
+        clients = dict(summary.top_clients)
+        for address, count in part.top_clients.items():
+            clients[address] = clients.get(address, 0) + count
+        summary.top_clients = dict(sorted(clients.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CLIENTS])
 
 
 def endpoint_stats(*, period: str, now: datetime, endpoint: str | None = None) -> list[EndpointPeriodStats]:

@@ -264,6 +264,9 @@ def _advance_hour(*, hour: datetime, until: datetime, event_id: int) -> int:
         for name, summary in summaries.items():
             summary.countries = dict(rows[name].country_counts)
             summary.unique_clients = rows[name].unique_clients
+            summary.client_error_count = rows[name].client_error_count
+            summary.throttled_count = rows[name].throttled_count
+            summary.top_clients = dict(rows[name].top_clients)
         new = queries.summarize_new_events(
             hour=hour, covered_until=since, covered_event_id=since_event_id, until=max(until, since), event_id=event_id
         )
@@ -300,6 +303,9 @@ def _write_hour(*, hour: datetime, until: datetime, summaries: dict, covered_eve
             latency_histogram=sketches.dense_to_blob(s.histogram),
             client_sketch=np.asarray(s.sketch, dtype=np.uint8).tobytes(),
             country_counts=s.countries,
+            client_error_count=s.client_error_count,
+            throttled_count=s.throttled_count,
+            top_clients=s.top_clients,
         )
         for name, s in sorted(summaries.items())
     ]

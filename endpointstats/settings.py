@@ -116,19 +116,21 @@ if ROLE == "limiter":
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "console.apps.ConsoleAdminConfig",  # django.contrib.admin, with the console's site as admin.site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "tracker",
     "ratelimit",
     "analytics",
+    "console.apps.ConsoleConfig",  # the ops console in the admin; above the other apps (imports them)
 ]
 
 # Prometheus request metrics (off: a benchmark of what they cost; /metrics still serves the rest).
@@ -301,11 +303,19 @@ if not REDIS_URL:
     # Embedded: events are stored directly (no buffer to drain) and beat runs each task itself.
     del CELERY_BEAT_SCHEDULE["drain-events"]
 
+# --- Admin (the ops console) -----------------------------------------------
+ADMIN_PATH = env("ADMIN_PATH", "admin").strip("/") + "/"  # where the admin is served, e.g. "ops/"
+# The admin login, limited per client address and per username (django-ratelimit rates).
+ADMIN_LOGIN_RATE_PER_CLIENT = env("ADMIN_LOGIN_RATE_PER_CLIENT", "20/10m")
+ADMIN_LOGIN_RATE_PER_USERNAME = env("ADMIN_LOGIN_RATE_PER_USERNAME", "10/10m")
+# The admin, the API docs and static files are not API traffic: not tracked, not API rate-limited.
+_NOT_API_PATHS = f"/{ADMIN_PATH},/api/docs/,/api/schema/,/static/"
+
 # --- Tracking ---------------------------------------------------------------
 # The web role tracks what it serves; the limiter answers other services and tracks nothing by default.
 TRACKING_ENABLED = env_bool("TRACKING_ENABLED", ROLE == "web")
 # Paths (prefixes) and user-agent prefixes that are served but not tracked.
-TRACKING_IGNORE_PATHS = env_list("TRACKING_IGNORE_PATHS", "/health,/metrics,/static/")
+TRACKING_IGNORE_PATHS = env_list("TRACKING_IGNORE_PATHS", f"/health,/metrics,{_NOT_API_PATHS}")
 TRACKING_IGNORE_USER_AGENTS = env_list("TRACKING_IGNORE_USER_AGENTS", "kube-probe/,Prometheus/")
 # Distinct endpoints kept; more are counted under TRACKING_OVERFLOW_ENDPOINT.
 TRACKING_MAX_ENDPOINTS = env_int("TRACKING_MAX_ENDPOINTS", 500)
@@ -343,7 +353,7 @@ RATE_LIMITS_RELOAD_SECONDS = env_float("RATE_LIMITS_RELOAD_SECONDS", 1)  # at mo
 # django-ratelimit reads the same name for its own (narrower) failure case.
 RATELIMIT_FAIL_OPEN = env_bool("RATELIMIT_FAIL_OPEN", True)
 RATELIMIT_SHADOW = env_bool("RATELIMIT_SHADOW", False)  # dry run everywhere: count, never refuse
-RATELIMIT_EXEMPT_PATHS = env_list("RATELIMIT_EXEMPT_PATHS", "/health,/metrics")  # path prefixes
+RATELIMIT_EXEMPT_PATHS = env_list("RATELIMIT_EXEMPT_PATHS", f"/health,/metrics,{_NOT_API_PATHS}")  # path prefixes
 
 # The limiter's /check counts on web's counters, so only callers holding this shared token may
 # use it (`Authorization: Bearer <token>`). Several tokens (comma- or newline-separated) allow a

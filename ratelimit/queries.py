@@ -1,10 +1,12 @@
 """Reads of the rate-limit app: the rules in force and the health of the counter store."""
 
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.cache import cache
 
-from ratelimit import rules
+from ratelimit import rules, services
 from ratelimit.rules import RuleSet
 from tracker import health
 
@@ -33,3 +35,14 @@ def limits_in_force() -> LimitsInForce:
 def redis_status() -> str:
     """ "up", "down" or "not configured": the limiter's only dependency is the counter store."""
     return health.redis_status()
+
+
+def refusals_per_minute(*, minutes: int = 5, now: float | None = None) -> list[int]:
+    """Requests refused in each of the last `minutes` minutes, the running one last (one MGET).
+
+    Raises the cache's error if it is unreachable.
+    """
+    current = int((time.time() if now is None else now) // 60)
+    keys = [services.refusals_key(minute) for minute in range(current - minutes + 1, current + 1)]
+    found = cache.get_many(keys)
+    return [int(found.get(key) or 0) for key in keys]

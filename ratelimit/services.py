@@ -171,6 +171,8 @@ def check_rate(*, endpoint: str, client_ip: str | None, bounded_endpoint: bool =
     else:
         outcome = LIMITED
     _decisions(label, outcome).inc()
+    if outcome == LIMITED:
+        note_refusal()
     return Decision(
         endpoint=endpoint,
         client=client,
@@ -190,6 +192,34 @@ def _decisions(endpoint: str, outcome: str):
 @functools.cache
 def _near_limit(endpoint: str):
     return NEAR_LIMIT.labels(endpoint=endpoint)
+
+
+def refusals_key(minute: int) -> str:
+    """The cache key counting the refusals of one minute (Unix time // 60), cluster-wide."""
+    return f"ratelimit:refusals:{minute}"
+
+
+REFUSALS_KEEP_SECONDS = 3600
+
+
+def note_refusal(*, now: float | None = None) -> None:
+    """Count a refusal in this minute's counter (for the admin console's "refusals now").
+
+    Only refused requests pay it: one pipelined INCR + EXPIRE. Never raises.
+    """
+    key = refusals_key(int((time.time() if now is None else now) // 60))
+    try:
+        if settings.REDIS_URL:
+            pipe = get_redis_connection("default").pipeline(transaction=False)
+            full_key = cache.make_key(key)
+            pipe.incr(full_key)
+            pipe.expire(full_key, REFUSALS_KEEP_SECONDS)
+            pipe.execute()
+        else:
+            cache.add(key, 0, REFUSALS_KEEP_SECONDS)
+            cache.incr(key)
+    except (RedisError, ConnectionInterrupted, OSError, ValueError):
+        logger.debug("Could not count a refusal", exc_info=True)
 
 
 def near_limit_mark(limit: int) -> int:

@@ -1,45 +1,165 @@
-from django.contrib import admin
+"""Admin of the tracking tables: read-only, and built for 10M events (no COUNT(*), no DISTINCT sidebars)."""
 
+import ipaddress
+
+from django.contrib import admin
+from django.db import connection
+from django.db.models import ExpressionWrapper, F, FloatField, Value
+from django.db.models.functions import NullIf
+
+from tracker.admin_common import CountryFilter, EndpointFilter, ReadOnlyAdminMixin, TextInputFilter, parse_moment
 from tracker.models import AccessEvent, EndpointStat
+from tracker.paginators import EstimatedCountPaginator
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
 
 
 @admin.register(EndpointStat)
-class EndpointStatAdmin(admin.ModelAdmin):
+class EndpointStatAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Running counters (written only by the drain)."""
+
     list_display = [
         "endpoint",
-        "access_count",
-        "error_count",
+        "requests",
+        "success_rate_display",
+        "average_ms",
+        "errors",
         "last_accessed_at",
-        "last_response_time_ms",
+        "last_ms",
         "last_pod_name",
     ]
     search_fields = ["endpoint"]
-    readonly_fields = [field.name for field in EndpointStat._meta.fields]
+    search_help_text = "Part of an endpoint, e.g. /items"
+    ordering = ["-access_count"]
 
-    def has_add_permission(self, request) -> bool:
-        return False
+    def get_queryset(self, request):
+        access = NullIf(F("access_count"), Value(0))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                success_pct=ExpressionWrapper(100.0 * F("success_count") / access, output_field=FloatField()),
+                average=ExpressionWrapper(F("total_response_time_ms") / access, output_field=FloatField()),
+            )
+        )
+
+    @admin.display(description="requests", ordering="access_count")
+    def requests(self, obj: EndpointStat) -> str:
+        return f"{obj.access_count:,}"
+
+    @admin.display(description="errors (5xx)", ordering="error_count")
+    def errors(self, obj: EndpointStat) -> str:
+        return f"{obj.error_count:,}"
+
+    @admin.display(description="success rate", ordering="success_pct")
+    def success_rate_display(self, obj: EndpointStat) -> str:
+        return f"{obj.success_rate:.1f}%"
+
+    @admin.display(description="average (ms)", ordering="average")
+    def average_ms(self, obj: EndpointStat) -> str:
+        return _ms(obj.avg_response_time_ms)
+
+    @admin.display(description="last (ms)", ordering="last_response_time_ms")
+    def last_ms(self, obj: EndpointStat) -> str:
+        return _ms(obj.last_response_time_ms)
+
+
+class StatusClassFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+    RANGES = {"2xx": (200, 300), "3xx": (300, 400), "4xx": (400, 500), "5xx": (500, 600), "429": (429, 430)}
+
+    def lookups(self, request, model_admin):
+        return [(key, "429 (rate limited)" if key == "429" else key) for key in self.RANGES]
+
+    def queryset(self, request, queryset):
+        if self.value() in self.RANGES:
+            low, high = self.RANGES[self.value()]
+            return queryset.filter(status_code__gte=low, status_code__lt=high)
+        return queryset
+
+
+class MethodFilter(admin.SimpleListFilter):
+    """A fixed list: a DISTINCT over the raw table would read all of it."""
+
+    title = "method"
+    parameter_name = "method"
+    METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+    def lookups(self, request, model_admin):
+        return [(method, method) for method in self.METHODS]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(method=self.value()) if self.value() else queryset
+
+
+class OccurredFromFilter(TextInputFilter):
+    title = "from (UTC)"
+    parameter_name = "from"
+    placeholder = "2026-03-01 or 2026-03-01T10:00"
+
+    def filter_queryset(self, queryset, value: str):
+        return queryset.filter(occurred_at__gte=parse_moment(value))
+
+
+class OccurredUntilFilter(TextInputFilter):
+    title = "until (UTC)"
+    parameter_name = "until"
+    placeholder = "2026-03-02 (whole day)"
+
+    def filter_queryset(self, queryset, value: str):
+        return queryset.filter(occurred_at__lte=parse_moment(value, end_of_day=True))
+
+
+class PodFilter(TextInputFilter):
+    title = "pod"
+    parameter_name = "pod"
+    placeholder = "web-7c9f-abcde"
+
+    def filter_queryset(self, queryset, value: str):
+        return queryset.filter(pod_name=value)
 
 
 @admin.register(AccessEvent)
-class AccessEventAdmin(admin.ModelAdmin):
-    """Read-only; cheap at 10M rows: no COUNT(*) on the changelist, indexed ordering."""
+class AccessEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only; cheap at 10M rows: no COUNT(*) on the changelist, indexed ordering, typed filters."""
 
-    list_display = ["occurred_at", "endpoint", "method", "status_code", "duration_ms", "client_ip", "pod_name"]
-    list_filter = ["is_error"]
-    search_fields = ["=endpoint"]
+    list_display = ["occurred_at", "endpoint", "method", "status_code", "duration", "client_ip", "country", "pod_name"]
+    list_filter = [
+        OccurredFromFilter,
+        OccurredUntilFilter,
+        EndpointFilter,
+        StatusClassFilter,
+        MethodFilter,
+        PodFilter,
+        CountryFilter,
+    ]
+    search_fields = ["endpoint"]  # the real matching is in get_search_results
+    search_help_text = "A client address (203.0.113.7), a network (203.0.113.0/24) or an endpoint start (/items/)"
     ordering = ["-occurred_at"]
-    date_hierarchy = None
     show_full_result_count = False
     list_per_page = 50
-    readonly_fields = [field.name for field in AccessEvent._meta.fields]
+    paginator = EstimatedCountPaginator
 
-    def has_add_permission(self, request) -> bool:
-        return False
+    @admin.display(description="duration (ms)", ordering="duration_ms")
+    def duration(self, obj: AccessEvent) -> str:
+        return _ms(obj.duration_ms)
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
-        from tracker.paginators import EstimatedCountPaginator
-
-        return EstimatedCountPaginator(queryset, per_page, orphans, allow_empty_first_page)
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(client_ip=str(ipaddress.ip_address(term))), False
+        except ValueError:
+            pass
+        if "/" in term and term[0] != "/" and connection.vendor == "postgresql":
+            try:
+                network = ipaddress.ip_network(term, strict=False)
+            except ValueError:
+                return queryset.none(), False
+            # inet containment: PostgreSQL's <<= operator (no Django lookup for it).
+            return queryset.extra(where=["client_ip <<= %s::inet"], params=[str(network)]), False  # noqa: S610
+        return queryset.filter(endpoint__startswith=term), False

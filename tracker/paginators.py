@@ -10,8 +10,11 @@ class EstimatedCountPaginator(Paginator):
     """Never COUNT(*) a 10M-row table per admin page (it takes seconds).
 
     Unfiltered: PostgreSQL's row estimate (kept by autovacuum). Filtered: an exact count up to
-    COUNT_CAP rows, which the indexes answer quickly.
+    COUNT_CAP rows, which the indexes answer quickly. `is_estimate` / `is_capped` say which, so
+    the page can say "about" or "at least" instead of passing either off as exact.
     """
+
+    is_estimate = False
 
     @cached_property
     def count(self) -> int:
@@ -27,5 +30,10 @@ class EstimatedCountPaginator(Paginator):
                 )
                 row = cursor.fetchone()
             if row and row[0] > 10_000:
+                self.is_estimate = True
                 return int(row[0])
         return self.object_list[:COUNT_CAP].count()
+
+    @property
+    def is_capped(self) -> bool:
+        return not self.is_estimate and self.count >= COUNT_CAP

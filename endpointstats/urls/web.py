@@ -1,5 +1,6 @@
 """URLconf of the web role: the public API, analytics, the admin and the API docs."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path
@@ -24,7 +25,7 @@ class RedocView(HtmlOptionsMixin, SpectacularRedocView):
 urlpatterns = [
     path("", include("tracker.urls")),
     path("", include("analytics.urls")),
-    path("admin/", admin.site.urls),
+    path(settings.ADMIN_PATH, admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # A relative schema URL keeps working behind the Ingress, which serves this app under /api/.
     path("api/docs/", SwaggerUIView.as_view(url="../schema/"), name="swagger-ui"),

@@ -1,0 +1,70 @@
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.utils import timezone
+
+from analytics import services as analytics_services
+from analytics.queries import floor_time
+from tracker import services as tracker_services
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+def superuser(django_user_model):
+    return django_user_model.objects.create_superuser("root", "root@example.com", "a-long-password-1")
+
+
+@pytest.fixture
+def admin_client_(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """Staff that may view every model but not run operations."""
+    user = django_user_model.objects.create_user("viewer", "viewer@example.com", "a-long-password-2", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(user)
+    return client
+
+
+@dataclass
+class Traffic:
+    now: datetime
+    hours: list[datetime]
+
+
+@pytest.fixture
+def traffic(make_event):
+    """Known traffic in the two complete hours before the running one, aggregated as beat would."""
+    now = timezone.now()
+    first = floor_time(now, HOUR) - 2 * HOUR
+    events = []
+    for n in range(6):
+        events.append(make_event(endpoint="/stats", occurred_at=first + timedelta(minutes=n), duration_ms=10.0 + n))
+    events += [
+        make_event(
+            endpoint="/stats", occurred_at=first + timedelta(minutes=10), status_code=500, is_error=True, duration_ms=20
+        ),
+        make_event(endpoint="/stats", occurred_at=first + timedelta(minutes=11), status_code=429, duration_ms=0.5),
+        make_event(endpoint="/stats", occurred_at=first + timedelta(minutes=12), status_code=429, duration_ms=0.5),
+        make_event(endpoint="/stats", occurred_at=first + timedelta(minutes=13), status_code=404, duration_ms=3.0),
+    ]
+    for n in range(3):
+        events.append(
+            make_event(
+                endpoint="/items/<int:pk>",
+                occurred_at=first + HOUR + timedelta(minutes=n),
+                duration_ms=1000.0 * (n + 1),
+                client_ip="198.51.100.9",
+            )
+        )
+    tracker_services.store_events(events)
+    hours = [first, first + HOUR]
+    for hour in hours:
+        analytics_services.aggregate_hour(hour=hour, now=now)
+    return Traffic(now=now, hours=hours)
