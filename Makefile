@@ -23,7 +23,7 @@ TEST_ENV := DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/end
 	KUBECTL=$(KUBECTL) \
 	CHECKOV_BIN=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 
-.PHONY: run superuser test lint format bench faults load clean kubectl promtool checkov lock audit
+.PHONY: run superuser test lint format bench faults load clean kubectl promtool checkov lock audit browser
 # The suite measures single-process metrics; gunicorn roles set their own directory.
 unexport PROMETHEUS_MULTIPROC_DIR
 
@@ -56,7 +56,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) lint kubectl promtool checkov
+test: $(STAMP) lint kubectl promtool checkov browser
 	$(TEST_ENV) $(BIN)/python scripts/check_services.py
 	$(TEST_ENV) $(BIN)/python manage.py check
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
@@ -76,6 +76,14 @@ faults: $(STAMP)
 # The load test: capacity, 60 s near it, 60 s at twice that, then the drain (docs/RELIABILITY.md).
 load: $(STAMP)
 	$(BIN)/python -m system.load --seconds 60
+
+# The admin console's browser test drives Debian's headless Chromium through /usr/bin/chromedriver
+# (console/tests/test_browser.py); installed here when missing, and the test fails (never skips) without it.
+browser:
+	@{ command -v chromium >/dev/null && test -x /usr/bin/chromedriver; } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get -o DPkg::Lock::Timeout=600 update -qq \
+		&& apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver >/dev/null; } \
+		|| { echo "chromium and chromium-driver are needed by the browser test: apt-get install chromium chromium-driver"; exit 1; }
 
 kubectl: $(KUBECTL)
 

@@ -13,17 +13,17 @@ MAX_AGGREGATE_HOURS = 24 * 31
 
 
 class AggregateHoursForm(forms.Form):
-    start = forms.DateTimeField(help_text="First hour (UTC), e.g. 2026-03-01 10:00")
-    end = forms.DateTimeField(help_text="Up to this hour (UTC, not included)")
+    start = forms.DateTimeField(label="First hour", help_text="e.g. 2026-03-01 10:00")
+    end = forms.DateTimeField(label="Last hour", help_text="included, e.g. 2026-03-01 12:00")
 
     def clean(self):
         data = super().clean()
         start, end = data.get("start"), data.get("end")
         if start is None or end is None:
             return data
-        start, end = floor_time(start, HOUR), floor_time(end + HOUR - timedelta(microseconds=1), HOUR)
+        start, end = floor_time(start, HOUR), floor_time(end, HOUR) + HOUR  # hours [start, end)
         if end <= start:
-            raise forms.ValidationError("The end must be after the start.")
+            raise forms.ValidationError("The last hour must not be before the first.")
         if end > floor_time(timezone.now(), HOUR) + HOUR:
             raise forms.ValidationError("The end cannot be in the future.")
         if (end - start) / HOUR > MAX_AGGREGATE_HOURS:

@@ -1,3 +1,4 @@
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -7,9 +8,28 @@ from django.utils import timezone
 
 from analytics import services as analytics_services
 from analytics.queries import floor_time
+from endpointstats.celery import app
 from tracker import services as tracker_services
 
 HOUR = timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    """Celery's documented in-process test worker on the suite's real Redis broker (solo pool)."""
+    from celery.contrib.testing.worker import start_worker
+
+    heartbeat = os.environ.get("CELERY_HEARTBEAT_FILE")
+    os.environ["CELERY_HEARTBEAT_FILE"] = str(tmp_path_factory.mktemp("worker") / "heartbeat")
+    app.control.purge()  # messages left by earlier runs name runs that do not exist here
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING"):
+            yield
+    finally:
+        if heartbeat is None:
+            os.environ.pop("CELERY_HEARTBEAT_FILE", None)
+        else:
+            os.environ["CELERY_HEARTBEAT_FILE"] = heartbeat
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def test_limits_shows_the_rules_in_force(limiter, settings):
     }
     assert set(body["rate_limits"]) == {"/", "/search", "/stats", "/metrics", "default"}
     assert (body["source"], body["last_error"], body["shadow"], body["fail_open"]) == ("RATE_LIMITS", None, False, True)
-    assert body["exempt_paths"] == ["/health", "/metrics"]
+    assert body["exempt_paths"] == ["/health", "/metrics", "/admin/", "/api/docs/", "/api/schema/", "/static/"]
 
 
 def test_health_checks_redis_only_and_the_probes_answer(limiter):

@@ -19,7 +19,7 @@
         spanGaps: true,
         interaction: { mode: "index", intersect: false },
         scales: {
-          y: { beginAtZero: true, ticks: { callback: function (v) { return format(v, spec.unit); } } },
+          y: { beginAtZero: true, ticks: { precision: spec.unit === "" ? 0 : 1, callback: function (v) { return format(v, spec.unit); } } },
           x: { ticks: { maxRotation: 0, autoSkip: true } }
         },
         plugins: {
