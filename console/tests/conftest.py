@@ -1,10 +1,12 @@
 import os
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
+from django_ratelimit.core import _get_window
 
 from analytics import services as analytics_services
 from analytics.queries import floor_time
@@ -30,6 +32,12 @@ def worker(tmp_path_factory):
             os.environ.pop("CELERY_HEARTBEAT_FILE", None)
         else:
             os.environ["CELERY_HEARTBEAT_FILE"] = heartbeat
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Login tests check many passwords; the production hasher is slow on purpose."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -88,3 +96,10 @@ def traffic(make_event):
     for hour in hours:
         analytics_services.aggregate_hour(hour=hour, now=now)
     return Traffic(now=now, hours=hours)
+
+
+def far_from_window_end(candidates, *, seconds: int = 20, period: int = 60, key=str) -> str:
+    """A candidate (address or username) whose django-ratelimit window has `seconds` left, so a
+    test that expects one window never straddles two (window edges are staggered per key(value))."""
+    now = int(time.time())
+    return next(value for value in candidates if _get_window(key(value), period) - now >= seconds)

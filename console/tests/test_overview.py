@@ -14,6 +14,8 @@ from analytics import backups
 from analytics import services as analytics_services
 from analytics.queries import floor_time
 from console import queries
+from console.tests.conftest import far_from_window_end
+from ratelimit import services as ratelimit_services
 from tracker import buffer, services
 from tracker.models import AccessEvent
 
@@ -112,7 +114,8 @@ def test_buffer_dead_letters_backup_and_rules_in_force_are_shown(admin_client_, 
 def test_refusals_now_are_counted_per_minute_in_redis(admin_client_, settings, client):
     settings.RATELIMIT_SHADOW = False
     settings.RATE_LIMITS = {"/stats": 1}
-    statuses = [client.get("/stats", REMOTE_ADDR="192.0.2.77").status_code for _ in range(4)]
+    address = far_from_window_end((f"192.0.2.{n}" for n in range(1, 255)), key=ratelimit_services.client_key)
+    statuses = [client.get("/stats", REMOTE_ADDR=address).status_code for _ in range(4)]
 
     data = queries.overview(range_key="1h", now=timezone.now())
 
