@@ -138,6 +138,8 @@ class ScheduleEntry:
 @dataclass(frozen=True)
 class DeadLetter:
     position: int
+    shard: int
+    parked_at: datetime
     raw: str
     event: Event | None
     problem: str
@@ -325,19 +327,18 @@ def _refusals() -> list[int] | None:
 
 
 def buffer_state() -> BufferState:
-    """Depth of the buffer's lists, drain lag and dead letters (one or two Redis round trips)."""
+    """Depth of the buffer (summed over its shards), drain lag and dead letters: one Redis round trip."""
     if not settings.REDIS_URL:
         return BufferState(error="No Redis configured: events are stored directly, nothing is buffered.")
     try:
-        depth = buffer.depth()
-        lag = buffer.drain_lag_seconds()
+        shards = buffer.shard_depths()
     except (RedisError, OSError) as error:
         return BufferState(error=f"Redis unreachable: {error}")
     return BufferState(
-        queued=depth.get("queued", 0),
-        pending=depth.get("pending", depth.get("processing", 0)),
-        dead=depth.get("dead", 0),
-        drain_lag_seconds=lag,
+        queued=sum(s.queued for s in shards),
+        pending=sum(s.pending for s in shards),
+        dead=sum(s.dead for s in shards),
+        drain_lag_seconds=max((s.oldest_age_seconds or 0.0 for s in shards), default=0.0),
     )
 
 
@@ -402,13 +403,23 @@ def schedule() -> list[ScheduleEntry]:
 def dead_letters(*, limit: int = 50) -> list[DeadLetter]:
     """The oldest parked events, decoded where possible (raises RedisError if Redis is down)."""
     letters = []
-    for position, payload in enumerate(buffer.dead_letters(limit), start=1):
+    for position, letter in enumerate(buffer.dead_letters(limit), start=1):
+        payload = letter.payload
         raw = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
         try:
             event, problem = Event.from_json(payload), ""
         except (ValueError, KeyError, TypeError) as error:
             event, problem = None, f"{type(error).__name__}: {error}"
-        letters.append(DeadLetter(position=position, raw=raw[:500], event=event, problem=problem))
+        letters.append(
+            DeadLetter(
+                position=position,
+                shard=letter.shard,
+                parked_at=datetime.fromtimestamp(letter.parked_at, tz=UTC),
+                raw=raw[:500],
+                event=event,
+                problem=problem,
+            )
+        )
     return letters
 
 

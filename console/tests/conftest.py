@@ -103,3 +103,11 @@ def far_from_window_end(candidates, *, seconds: int = 20, period: int = 60, key=
     test that expects one window never straddles two (window edges are staggered per key(value))."""
     now = int(time.time())
     return next(value for value in candidates if _get_window(key(value), period) - now >= seconds)
+
+
+def park(payloads: list[bytes]) -> None:
+    """Put payloads among the dead letters, as a drain does with events it cannot read."""
+    from tracker import buffer
+
+    for payload in payloads:
+        buffer.connection().xadd(buffer.dead_letter_key(0), {buffer.FIELD: payload})

@@ -12,6 +12,7 @@ from analytics import backups
 from analytics.models import HourlyStat
 from analytics.queries import floor_time
 from console.models import TaskRun
+from console.tests.conftest import park
 from tracker import buffer, services
 from tracker.models import AccessEvent
 
@@ -52,13 +53,13 @@ def test_each_operation_runs_in_a_worker_and_changes_data(worker, admin_client_,
     assert AccessEvent.objects.filter(endpoint="/drained").count() == 4 and buffer.depth()["queued"] == 0
 
     # Replay dead letters: a parked readable event is stored, an unreadable one is parked again.
-    buffer.park([make_event(endpoint="/replayed", occurred_at=now).to_json().encode(), b"not json"])
+    park([make_event(endpoint="/replayed", occurred_at=now).to_json().encode(), b"not json"])
     page = admin_client_.get(reverse("admin:console_operations")).content.decode()
     assert "/replayed" in page and "not json" in page  # shown before replaying
     run = run_operation(admin_client_, "replay", {"limit": "10"})
     assert (run.status, run.rows) == ("succeeded", 1), run.detail
     assert AccessEvent.objects.filter(endpoint="/replayed").count() == 1
-    assert buffer.dead_letters(10) == [b"not json"]
+    assert [letter.payload for letter in buffer.dead_letters(10)] == [b"not json"]
 
     # Prune now: events older than the retention go, recent ones stay.
     services.store_events([make_event(endpoint="/old", occurred_at=now - timedelta(days=40))])
