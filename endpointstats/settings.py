@@ -160,7 +160,8 @@ ADMIN_MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
-ADMIN_PATHS = env_list("ADMIN_PATHS", "/admin/")
+ADMIN_PATH = env("ADMIN_PATH", "admin").strip("/") + "/"  # where the admin is served, e.g. "ops/"
+ADMIN_PATHS = env_list("ADMIN_PATHS", f"/{ADMIN_PATH}")
 # These checks look for the admin's middleware in MIDDLEWARE; endpointstats.E001 (and W016, as
 # security.W016) check ADMIN_MIDDLEWARE instead (endpointstats/middleware.py).
 SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410", "security.W003"]
@@ -304,7 +305,6 @@ if not REDIS_URL:
     del CELERY_BEAT_SCHEDULE["drain-events"]
 
 # --- Admin (the ops console) -----------------------------------------------
-ADMIN_PATH = env("ADMIN_PATH", "admin").strip("/") + "/"  # where the admin is served, e.g. "ops/"
 # The admin login, limited per client address and per username (django-ratelimit rates).
 ADMIN_LOGIN_RATE_PER_CLIENT = env("ADMIN_LOGIN_RATE_PER_CLIENT", "20/10m")
 ADMIN_LOGIN_RATE_PER_USERNAME = env("ADMIN_LOGIN_RATE_PER_USERNAME", "10/10m")

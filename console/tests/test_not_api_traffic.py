@@ -84,7 +84,7 @@ def test_the_admin_path_is_configurable(client, superuser):
     from endpointstats.urls import web
 
     try:
-        with override_settings(ADMIN_PATH="ops/"):
+        with override_settings(ADMIN_PATH="ops/", ADMIN_PATHS=["/ops/"]):
             importlib.reload(web)
             clear_url_caches()
             client.force_login(superuser)
