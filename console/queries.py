@@ -403,7 +403,7 @@ def schedule() -> list[ScheduleEntry]:
 def dead_letters(*, limit: int = 50) -> list[DeadLetter]:
     """The oldest parked events, decoded where possible (raises RedisError if Redis is down)."""
     letters = []
-    for position, letter in enumerate(buffer.dead_letters(limit), start=1):
+    for position, letter in enumerate(buffer.parked_events(limit), start=1):
         payload = letter.payload
         raw = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
         try:

@@ -59,7 +59,7 @@ def test_each_operation_runs_in_a_worker_and_changes_data(worker, admin_client_,
     run = run_operation(admin_client_, "replay", {"limit": "10"})
     assert (run.status, run.rows) == ("succeeded", 1), run.detail
     assert AccessEvent.objects.filter(endpoint="/replayed").count() == 1
-    assert [letter.payload for letter in buffer.dead_letters(10)] == [b"not json"]
+    assert buffer.dead_letters(10) == [b"not json"]
 
     # Prune now: events older than the retention go, recent ones stay.
     services.store_events([make_event(endpoint="/old", occurred_at=now - timedelta(days=40))])
