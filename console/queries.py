@@ -320,6 +320,8 @@ def top_clients(*, start: datetime, endpoint: str | None = None, limit: int = TO
 
 
 def _refusals() -> list[int] | None:
+    if not settings.REDIS_URL:
+        return None  # counted in Redis only
     try:
         return ratelimit_queries.refusals_per_minute(minutes=5)
     except (RedisError, OSError):

@@ -205,20 +205,19 @@ REFUSALS_KEEP_SECONDS = 3600
 def note_refusal(*, now: float | None = None) -> None:
     """Count a refusal in this minute's counter (for the admin console's "refusals now").
 
-    Only refused requests pay it: one pipelined INCR + EXPIRE. Never raises.
+    Only refused requests pay it: one pipelined INCR + EXPIRE on Redis. Not counted on the embedded
+    default (no Redis), where every write to the shared SQLite cache would contend with the counters.
+    Never raises.
     """
-    key = refusals_key(int((time.time() if now is None else now) // 60))
+    if not settings.REDIS_URL:
+        return
+    key = cache.make_key(refusals_key(int((time.time() if now is None else now) // 60)))
     try:
-        if settings.REDIS_URL:
-            pipe = get_redis_connection("default").pipeline(transaction=False)
-            full_key = cache.make_key(key)
-            pipe.incr(full_key)
-            pipe.expire(full_key, REFUSALS_KEEP_SECONDS)
-            pipe.execute()
-        else:
-            cache.add(key, 0, REFUSALS_KEEP_SECONDS)
-            cache.incr(key)
-    except (RedisError, ConnectionInterrupted, OSError, ValueError):
+        pipe = get_redis_connection("default").pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, REFUSALS_KEEP_SECONDS)
+        pipe.execute()
+    except (RedisError, ConnectionInterrupted, OSError):
         logger.debug("Could not count a refusal", exc_info=True)
 
 
