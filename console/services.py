@@ -83,7 +83,13 @@ def _backup(params: dict) -> Outcome:
 
 def _prune(params: dict) -> Outcome:
     result = analytics_services.prune_events()
-    return result.deleted, f"deleted {result.deleted:,} event(s) older than {result.cutoff:%Y-%m-%d %H:%M} UTC"
+    detail = f"deleted {result.deleted:,} event(s) older than {result.cutoff:%Y-%m-%d %H:%M} UTC"
+    if result.dropped_partitions:
+        detail += (
+            f"; dropped {len(result.dropped_partitions)} day partition(s) of about "
+            f"{result.dropped_events_estimate:,} event(s): {', '.join(result.dropped_partitions)}"
+        )
+    return result.deleted + result.dropped_events_estimate, detail
 
 
 def _drain(params: dict) -> Outcome:

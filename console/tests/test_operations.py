@@ -64,7 +64,8 @@ def test_each_operation_runs_in_a_worker_and_changes_data(worker, admin_client_,
     # Prune now: events older than the retention go, recent ones stay.
     services.store_events([make_event(endpoint="/old", occurred_at=now - timedelta(days=40))])
     run = run_operation(admin_client_, "prune")
-    assert (run.status, run.rows) == ("succeeded", 1), run.detail
+    # Deleted row by row, or with its whole day partition (when an earlier test created one).
+    assert run.status == "succeeded" and ("deleted 1 event" in run.detail or "partition" in run.detail), run.detail
     assert not AccessEvent.objects.filter(endpoint="/old").exists() and AccessEvent.objects.exists()
 
     # Back up now: a new file, and the overview's "last backup" moves.
