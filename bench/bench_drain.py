@@ -345,7 +345,8 @@ def _run(bench_url: str, redis_server: PrivateRedis) -> int:
                 if rows is None:  # the same rows for the COPY: exactly what the drains stored
                     out = io.StringIO()
                     with connection.cursor() as cursor:
-                        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) TO STDOUT", out)
+                        # A partitioned table is copied out through a query (COPY partitioned TO is refused).
+                        cursor.copy_expert(f"COPY (SELECT {', '.join(columns)} FROM {table}) TO STDOUT", out)
                     rows = out.getvalue()
                 last = runs[-1]
                 print(

@@ -63,7 +63,8 @@ def post_worker_init(worker) -> None:
     if os.environ.get("ROLE") == "web" and worker.age == 1:
         from django.conf import settings
 
-        if settings.REDIS_URL:
+        # bench/floor.py runs under this config with a settings module that has no Redis at all.
+        if getattr(settings, "REDIS_URL", ""):
             from tracker import health
 
             health.log_redis_persistence()
