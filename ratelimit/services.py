@@ -28,8 +28,6 @@ import hashlib
 import ipaddress
 import logging
 import math
-import os
-import threading
 import time
 from dataclasses import dataclass
 
@@ -39,13 +37,12 @@ from django_ratelimit.core import _get_window
 from django_redis import get_redis_connection
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ratelimit import rules as rules_module
 from ratelimit.metrics import DECISIONS, NEAR_LIMIT
 from ratelimit.rules import Rate, Rule
+from tracker import redis_direct
 
 logger = logging.getLogger(__name__)
 
@@ -294,52 +291,21 @@ def _add_or_incr(backend, name: str, expiry: int) -> int:
     return backend.incr(name)
 
 
-def _drop_if_stale(connection) -> None:
-    """Disconnect a socket the server closed (a restart, an idle timeout) or that holds unread
-    data, so the next send reconnects; as redis-py's pool checks a connection before lending it."""
-    if connection._sock is None:
-        return
-    try:
-        stale = connection.can_read()
-    except (RedisConnectionError, RedisTimeoutError, OSError):
-        stale = True
-    if stale:
-        connection.disconnect()
-
-
 _COUNT_SHA = hashlib.sha1(_COUNT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
-_held = threading.local()
 
 
 def _evalsha(client, *, keys: list[str], args: list[int]) -> list[int]:
-    """Run the count script in one round trip on a connection this thread keeps.
+    """Run the count script in one round trip on the connection this thread keeps (tracker.redis_direct).
 
-    redis-py's per-command path (pool checkout and release, retries, observability hooks) cost
-    more CPU than the round trip itself here (docs/PERFORMANCE.md), so each thread keeps one
-    connection of its own, made with the pool's settings (address, db, password, timeouts). A
-    stale socket is replaced before sending; any error drops the connection and is raised (the
-    caller fails open or closed), so a command is never sent twice. A client without a plain
-    connection pool (Redis Cluster) goes through redis-py's Script as usual.
+    A new or flushed server answers NOSCRIPT: EVAL then sends the script, which it caches. A client
+    without a plain connection pool (Redis Cluster) goes through redis-py's Script as usual.
     """
-    pool = getattr(client, "connection_pool", None)
-    if pool is None or getattr(client, "connection", None) is not None:
+    if not redis_direct.supports(client):
         return client.register_script(_COUNT_SCRIPT)(keys=keys, args=args)
-    connection = getattr(_held, "connection", None)
-    if connection is None or _held.pool is not pool or _held.pid != os.getpid():
-        connection = pool.connection_class(**pool.connection_kwargs)
-        _held.connection, _held.pool, _held.pid = connection, pool, os.getpid()
     try:
-        _drop_if_stale(connection)
-        connection.send_command("EVALSHA", _COUNT_SHA, len(keys), *keys, *args)
-        try:
-            return connection.read_response()
-        except NoScriptError:  # a new or flushed server: EVAL sends the script and caches it there
-            connection.send_command("EVAL", _COUNT_SCRIPT, len(keys), *keys, *args)
-            return connection.read_response()
-    except BaseException:
-        connection.disconnect()
-        _held.connection = None
-        raise
+        return redis_direct.command(client, "EVALSHA", _COUNT_SHA, len(keys), *keys, *args)
+    except NoScriptError:
+        return redis_direct.command(client, "EVAL", _COUNT_SCRIPT, len(keys), *keys, *args)
 
 
 def _policy_name() -> str:
