@@ -28,6 +28,10 @@ for _role in ("worker", "beat"):
     if _role in sys.argv[1:]:
         os.environ.setdefault("ROLE", _role)
         break
+if os.environ.get("ROLE") == "beat":
+    # beat opens its schedule file while it starts, before any of its signals is sent, and fails
+    # when the file's folder (RUN_DIR by default) does not exist yet: create it here.
+    paths.beat_schedule_file().parent.mkdir(parents=True, exist_ok=True)
 
 app = Celery("endpointstats")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -103,9 +107,6 @@ app.steps["worker"].add(WorkerHeartbeat)
 
 @beat_init.connect
 def start_beat_heartbeat(sender=None, **kwargs) -> None:
-    # Sent before the scheduler opens its file: its folder (RUN_DIR by default) may not exist yet.
-    if sender is not None and getattr(sender, "schedule_filename", None):
-        Path(sender.schedule_filename).parent.mkdir(parents=True, exist_ok=True)
     heartbeat = Heartbeat(path=heartbeat_path(role="beat"), interval=_heartbeat_interval())
     heartbeat.start()
     atexit.register(heartbeat.stop)

@@ -131,3 +131,28 @@ def test_the_admin_user_is_created_from_a_new_shell_with_the_settings_make_run_u
     with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as db:
         users = db.execute("SELECT username, is_superuser FROM auth_user").fetchall()
     assert users == [("admin", 1)]
+
+
+def test_beat_creates_the_folder_of_its_schedule_file(tmp_path):
+    """beat opens its schedule while starting, before any signal: a missing folder must not stop it."""
+    schedule = tmp_path / "not" / "there" / "yet" / "celerybeat-schedule"
+    env = {**os.environ, "CELERY_BEAT_SCHEDULE_FILE": str(schedule), "RUN_DIR": str(tmp_path / "run")}
+    env.pop("ROLE", None)
+    log = (tmp_path / "beat.log").open("w")
+    process = subprocess.Popen(
+        [str(REPO / ".venv/bin/celery"), "--app", "endpointstats", "--quiet", "beat", "--loglevel", "INFO"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: process.poll() is None and any(schedule.parent.glob(f"{schedule.name}*")),
+            timeout=60,
+            what=f"beat running with its schedule in {schedule.parent} (exit {process.poll()})",
+        )
+    finally:
+        stop_process_group(process, timeout=30)
+        log.close()
