@@ -3,8 +3,8 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from analytics import services
 from analytics.models import ApiToken, DailyStat, GeoStat, HourlyStat
+from analytics.services import tokens
 from tracker.admin_common import CountryFilter, EndpointFilter, ReadOnlyAdminMixin
 
 
@@ -21,7 +21,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        row, token = services.create_token(name=obj.name)
+        row, token = tokens.create_token(name=obj.name)
         obj.pk, obj.prefix, obj.token_hash, obj.created_at = row.pk, row.prefix, row.token_hash, row.created_at
         messages.warning(
             request, f"The new API token is {token} - copy it now, it is stored only as a hash and not shown again."
@@ -29,7 +29,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset):
-        count = services.revoke_tokens(ids=list(queryset.values_list("pk", flat=True)), now=timezone.now())
+        count = tokens.revoke_tokens(ids=list(queryset.values_list("pk", flat=True)), now=timezone.now())
         self.message_user(request, f"Revoked {count} token(s).")
 
     def has_delete_permission(self, request, obj=None) -> bool:

@@ -32,7 +32,7 @@ class ApiToken(models.Model):
 class HourlyStat(models.Model):
     """Everything /analytics needs about one endpoint in one hour, computed from raw events.
 
-    Written only by services.aggregate_hour (an upsert: recomputing an hour replaces its
+    Written only by services.aggregation.aggregate_hour (an upsert: recomputing an hour replaces its
     rows, never adds to them). latency_histogram and client_sketch are mergeable, so any
     run of hours gives a p95 within 1.5% and a unique-client estimate within a few percent.
     """

@@ -1,79 +1,31 @@
-"""Reads for /analytics: stats, time series and geography over a period, from rollups and raw events.
+"""Reads for /analytics and for aggregation: stats, time series and geography over a period, from
+rollups and raw events. Reads only: the one cache they use is analytics.rollup_cache.
 
-How a period is answered: periods under a day (1h, 6h) scan raw events (an index range on
-(endpoint, occurred_at) or (occurred_at)). Periods of a day or more start at a whole hour and
-read DailyStat for whole days, HourlyStat for the hours around them (the running hour is aggregated
-every minute), and raw events only after the newest rollup (normally the last minute), so their cost
-does not grow with the length of the period. Merges of complete hours are cached.
+How a period is answered (plan_read, shared by the three API queries): periods under a day (1h,
+6h) scan raw events (an index range on (endpoint, occurred_at) or (occurred_at)). Periods of a day
+or more start at a whole hour (a whole day for geography) and read DailyStat for whole days,
+HourlyStat for the hours around them (the running hour is aggregated every minute), and raw events
+only after the newest rollup (normally the last minute), so their cost does not grow with the
+length of the period. Merges of complete hours are cached.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import math
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from django.conf import settings
-from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count, Max
-from redis.exceptions import RedisError
+from django.db.models import Count
 
-from analytics import sketches
+from analytics import rollup_cache, sketches
 from analytics.models import DailyStat, GeoStat, HourlyStat
+from analytics.periods import DAY, HOUR, INTERVALS, PERIODS, floor_time, uses_rollups
+from analytics.summaries import ROLLUP_MERGE_COLUMNS, TOP_CLIENTS, Summary, merge_rollup_rows, merge_summaries
 from tracker.models import AccessEvent
 
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-PERIODS = {"1h": HOUR, "6h": 6 * HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
-INTERVALS = {"5m": timedelta(minutes=5), "15m": timedelta(minutes=15), "1h": HOUR, "1d": DAY}
-# Fine intervals come from raw events, so they are offered only where that stays cheap.
-RAW_ONLY_INTERVALS = {"5m", "15m"}
-RAW_PERIOD_LIMIT = DAY
-ROLLUP_FROM = DAY  # periods at least this long are answered from rollups
-TOP_CLIENTS = 20  # busiest client addresses kept per endpoint and hour (the admin console's top clients)
-
-
-@dataclass
-class Summary:
-    """What is known about one endpoint over some time: mergeable, so rollups and raw combine."""
-
-    access_count: int = 0
-    error_count: int = 0
-    total_response_time_ms: float = 0.0
-    timed_count: int = 0
-    last_accessed_at: datetime | None = None
-    histogram: np.ndarray = field(default_factory=lambda: np.zeros(sketches.BUCKETS, dtype=np.int64))
-    sketch: np.ndarray = field(default_factory=lambda: np.zeros(sketches.HLL_REGISTERS, dtype=np.uint8))
-    unique_clients: int | None = None  # exact when known (one hour, or raw), else estimated from sketch
-    countries: dict[str, int] = field(default_factory=dict)
-    # Raw-event summaries only (HourlyStat keeps them; merges of rollups do not carry them).
-    client_error_count: int = 0  # 4xx, 429 included
-    throttled_count: int = 0  # 429: rate-limit refusals
-    top_clients: dict[str, int] = field(default_factory=dict)  # the TOP_CLIENTS busiest addresses
-
-    def add_counts(self, *, access, errors, total_ms, timed, last) -> None:
-        self.access_count += access
-        self.error_count += errors
-        self.total_response_time_ms += total_ms or 0.0
-        self.timed_count += timed
-        if last is not None and (self.last_accessed_at is None or last > self.last_accessed_at):
-            self.last_accessed_at = last
-
-    @property
-    def avg_response_time_ms(self) -> float | None:
-        return self.total_response_time_ms / self.timed_count if self.timed_count else None
-
-    @property
-    def p95_response_time_ms(self) -> float | None:
-        return sketches.percentile(self.histogram, 0.95)
-
-    def estimated_clients(self) -> int:
-        return self.unique_clients if self.unique_clients is not None else sketches.estimate_clients(self.sketch)
+# The smallest step of a datetime: [start, now + INSTANT) holds the events up to now, inclusive.
+INSTANT = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -140,7 +92,7 @@ def summarize_new_events(
         new = _summarize_in_python(
             start=hour, end=until, endpoint=None, up_to_event_id=event_id, after_event_id=covered_event_id
         )
-        _merge_into(
+        merge_summaries(
             new,
             _summarize_in_python(start=covered_until, end=until, endpoint=None, up_to_event_id=covered_event_id),
         )
@@ -157,7 +109,7 @@ def summarize_new_events(
     return _summarize_in_sql(source, params, exact_clients=False)
 
 
-def _summarize_in_sql(source: str, params: list, *, exact_clients: bool) -> dict[str, Summary]:
+def _summarize_in_sql(source: str, params: list[object], *, exact_clients: bool) -> dict[str, Summary]:
     """Summaries per endpoint of the events `source` (a SELECT * of AccessEvent rows) returns."""
     # HyperLogLog registers are computed in SQL (no per-client row leaves the database).
     sql = f"""
@@ -211,7 +163,14 @@ def _summarize_in_sql(source: str, params: list, *, exact_clients: bool) -> dict
     return summaries
 
 
-def _summarize_in_python(*, start, end, endpoint, up_to_event_id=None, after_event_id=None) -> dict[str, Summary]:
+def _summarize_in_python(
+    *,
+    start: datetime,
+    end: datetime,
+    endpoint: str | None,
+    up_to_event_id: int | None = None,
+    after_event_id: int | None = None,
+) -> dict[str, Summary]:
     rows = AccessEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
     if endpoint is not None:
         rows = rows.filter(endpoint=endpoint)
@@ -245,75 +204,7 @@ def _summarize_in_python(*, start, end, endpoint, up_to_event_id=None, after_eve
     return summaries
 
 
-# --- the stream of stored events (live aggregation) ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class StreamPosition:
-    event_id: int  # the newest AccessEvent id handed out so far (0: none yet)
-    writers: str  # PostgreSQL: the other transactions of this database running just after ("pid:xid,...")
-
-
-def stream_position() -> StreamPosition:
-    """Where the stream of stored events is now. Every id up to event_id belongs to a transaction
-    that had finished or is listed in writers, so it is final once those have finished.
-
-    Writers are read from pg_stat_activity, which shows the sessions of the same role (the
-    drains use the app's DATABASE_URL); only this database's transactions count.
-    """
-    table = AccessEvent._meta.db_table
-    if connection.vendor != "postgresql":
-        return StreamPosition(AccessEvent.objects.aggregate(newest=Max("id"))["newest"] or 0, "")
-    with connection.cursor() as cursor:
-        # In this order: the id first, then who is still writing (an id handed out before that
-        # belongs to a transaction that has finished or is listed).
-        cursor.execute(
-            "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence(%s, 'id')::regclass), 0)", [table]
-        )
-        (event_id,) = cursor.fetchone()
-        return StreamPosition(int(event_id), ",".join(_running_writers(cursor)))
-
-
-def _running_writers(cursor) -> list[str]:
-    """Transactions with an id running now in this database (this one aside), as "pid:xid"."""
-    cursor.execute("SELECT pg_stat_clear_snapshot()")  # pg_stat_activity is otherwise frozen per transaction
-    cursor.execute(
-        "SELECT pid || ':' || backend_xid FROM pg_stat_activity"
-        " WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
-    )
-    return [writer for (writer,) in cursor.fetchall()]
-
-
-def position_is_final(position: StreamPosition) -> bool:
-    """True once every transaction that was running at `position` has finished: no event with an
-    id up to position.event_id can appear any more."""
-    if not position.writers:
-        return True
-    with connection.cursor() as cursor:
-        return not set(position.writers.split(",")) & set(_running_writers(cursor))
-
-
-def hours_with_new_events(*, after_event_id: int, up_to_event_id: int, before: datetime) -> list[datetime]:
-    """The hours before `before` that events with ids in (after_event_id, up_to_event_id] belong to
-    (events stored since then for earlier hours: late ones). Reads the primary key's id range."""
-    rows = AccessEvent.objects.filter(id__gt=after_event_id, id__lte=up_to_event_id, occurred_at__lt=before)
-    if connection.vendor != "postgresql":
-        return sorted({floor_time(moment, HOUR) for moment in rows.values_list("occurred_at", flat=True)})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT DISTINCT date_trunc('hour', occurred_at) FROM {AccessEvent._meta.db_table}"
-            " WHERE id > %s AND id <= %s AND occurred_at < %s ORDER BY 1",
-            [after_event_id, up_to_event_id, before],
-        )
-        return [hour for (hour,) in cursor.fetchall()]
-
-
-# --- periods ----------------------------------------------------------------------------------
-
-
-def floor_time(moment: datetime, step: timedelta) -> datetime:
-    seconds = step.total_seconds()
-    return datetime.fromtimestamp(math.floor(moment.timestamp() / seconds) * seconds, tz=UTC)
+# --- rollups ----------------------------------------------------------------------------------
 
 
 def rollup_coverage(*, start: datetime) -> tuple[datetime, datetime]:
@@ -330,128 +221,73 @@ def rollup_coverage(*, start: datetime) -> tuple[datetime, datetime]:
     return newest[0] + HOUR, newest[1]
 
 
-ROLLUP_GENERATION_KEY = "analytics:rollup-generation"
-
-
-def forget_cached_rollups() -> None:
-    """Invalidate every cached merge of complete hours (called when a complete hour is rewritten)."""
-    with contextlib.suppress(RedisError):
-        cache.set(ROLLUP_GENERATION_KEY, uuid.uuid4().hex, None)
-
-
-def warm_rollup_cache(*, now: datetime) -> int:
-    """Compute the cached merges the dashboards ask for most (every endpoint, each period of a
-    day or more) if they are not cached yet, so that user requests do not pay for them.
-    Returns how many were computed."""
-    computed = 0
-    for length in PERIODS.values():
-        if length < ROLLUP_FROM:
-            continue
-        start = floor_time(now - length, HOUR)
-        end, _ = rollup_coverage(start=start)
-        if end - HOUR > start:
-            computed += _complete_hours_summaries(start=start, end=end - HOUR, endpoint=None, report=True)
-    return computed
-
-
-def _complete_hours_summaries(*, start: datetime, end: datetime, endpoint: str | None, report: bool = False):
-    """_rollup_summaries of complete hours, cached: they change only when a complete hour is
-    re-aggregated, which replaces the generation in the key (so a hit is never stale)."""
-    key = None
-    with contextlib.suppress(RedisError):
-        generation = cache.get(ROLLUP_GENERATION_KEY)
-        if generation is None:
-            cache.add(ROLLUP_GENERATION_KEY, uuid.uuid4().hex, None)
-            generation = cache.get(ROLLUP_GENERATION_KEY)
-        who = hashlib.sha1((endpoint or "*").encode(), usedforsecurity=False).hexdigest()
-        key = f"analytics:rollup:{generation}:{int(start.timestamp())}:{int(end.timestamp())}:{who}"
-        cached = cache.get(key)
-        if cached is not None:
-            return 0 if report else cached
-    summaries = _rollup_summaries(start=start, end=end, endpoint=endpoint)
-    if key is not None:
-        with contextlib.suppress(RedisError):
-            cache.set(key, summaries, settings.ANALYTICS_CACHE_SECONDS)
-    return 1 if report else summaries
-
-
-def _rollup_summaries(*, start: datetime, end: datetime, endpoint: str | None) -> dict[str, Summary]:
+def rollup_summaries(*, start: datetime, end: datetime, endpoint: str | None) -> dict[str, Summary]:
     """Merge rollup rows for [start, end) (both whole hours): DailyStat for whole days, else HourlyStat."""
-    first_day = floor_time(start + DAY - timedelta(microseconds=1), DAY)
+    first_day = floor_time(start + DAY - INSTANT, DAY)
     last_day = floor_time(end, DAY)
     hour_ranges = [(start, end)]
     day_range = None
     if first_day < last_day:
         hour_ranges = [(start, first_day), (last_day, end)]
         day_range = (first_day.date(), last_day.date())
-    columns = ROLLUP_MERGE_COLUMNS
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for lo, hi in hour_ranges:
         if lo < hi:
-            qs = HourlyStat.objects.filter(hour__gte=lo, hour__lt=hi)
-            rows += list((qs.filter(endpoint=endpoint) if endpoint else qs).values_list(*columns))
+            hours = HourlyStat.objects.filter(hour__gte=lo, hour__lt=hi)
+            rows += list((hours.filter(endpoint=endpoint) if endpoint else hours).values_list(*ROLLUP_MERGE_COLUMNS))
     if day_range:
-        qs = DailyStat.objects.filter(day__gte=day_range[0], day__lt=day_range[1])
-        rows += list((qs.filter(endpoint=endpoint) if endpoint else qs).values_list(*columns))
+        days = DailyStat.objects.filter(day__gte=day_range[0], day__lt=day_range[1])
+        rows += list((days.filter(endpoint=endpoint) if endpoint else days).values_list(*ROLLUP_MERGE_COLUMNS))
     return merge_rollup_rows(rows)
 
 
-# The rollup columns merge_rollup_rows reads, in its order (HourlyStat and DailyStat share them).
-ROLLUP_MERGE_COLUMNS = (
-    "endpoint",
-    "access_count",
-    "error_count",
-    "total_response_time_ms",
-    "timed_count",
-    "last_accessed_at",
-    "latency_histogram",
-    "client_sketch",
-)
+def complete_hours_summaries(
+    *, start: datetime, end: datetime, endpoint: str | None
+) -> tuple[dict[str, Summary], bool]:
+    """rollup_summaries of complete hours [start, end), through the cache. Returns (summaries,
+    computed: True when the cache did not have them)."""
+    return rollup_cache.get_or_compute(
+        start=start,
+        end=end,
+        endpoint=endpoint,
+        compute=lambda: rollup_summaries(start=start, end=end, endpoint=endpoint),
+    )
 
 
-def merge_rollup_rows(rows) -> dict[str, Summary]:
-    """Summaries per endpoint from (endpoint, counts..., histogram, sketch) rollup tuples."""
-    grouped: dict[str, list] = {}
-    for row in rows:
-        grouped.setdefault(row[0], []).append(row)
-    summaries = {}
-    for name, group in grouped.items():
-        summary = Summary()
-        for _, access, errors, total_ms, timed, last, _, _ in group:
-            summary.add_counts(access=access, errors=errors, total_ms=total_ms, timed=timed, last=last)
-        summary.histogram = sketches.merge_histograms(row[6] for row in group)
-        summary.sketch = sketches.merge_sketches(row[7] for row in group)
-        summaries[name] = summary
-    return summaries
+# --- periods: where each part of an answer comes from -------------------------------------------
 
 
-def merge_summaries(target: dict[str, Summary], extra: dict[str, Summary]) -> None:
-    """Add `extra` into `target` (per endpoint); unique clients then come from the sketches."""
-    _merge_into(target, extra)
+@dataclass(frozen=True)
+class ReadPlan:
+    """How one query answers [start, end): rollups over [start, rollups_end) (empty when
+    rollups_end == start), raw events over [raw_start, end). The newest rollup hour may be
+    covered only partly (up to raw_start), so the two ranges meet at raw_start, never overlap."""
+
+    start: datetime
+    rollups_end: datetime
+    raw_start: datetime
+    end: datetime
+
+    @property
+    def has_rollups(self) -> bool:
+        return self.rollups_end > self.start
 
 
-def _merge_into(target: dict[str, Summary], extra: dict[str, Summary]) -> None:
-    for name, part in extra.items():
-        summary = target.get(name)
-        if summary is None:
-            target[name] = part
-            continue
-        summary.add_counts(
-            access=part.access_count,
-            errors=part.error_count,
-            total_ms=part.total_response_time_ms,
-            timed=part.timed_count,
-            last=part.last_accessed_at,
-        )
-        summary.histogram = summary.histogram + part.histogram
-        summary.sketch = np.maximum(summary.sketch, part.sketch)
-        summary.unique_clients = None  # two parts: only the sketch can combine them
-        summary.client_error_count += part.client_error_count
-        summary.throttled_count += part.throttled_count
-        clients = dict(summary.top_clients)
-        for address, count in part.top_clients.items():
-            clients[address] = clients.get(address, 0) + count
-        summary.top_clients = dict(sorted(clients.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CLIENTS])
+def plan_read(*, period: str, now: datetime, rollups: bool, align: timedelta | None = None) -> ReadPlan:
+    """The one period helper of the analytics queries: the last `period` (a key of PERIODS) up to
+    `now` inclusive, starting at now - period floored to `align` (exactly now - period without).
+    With rollups, they answer as far as they reach (rollup_coverage), raw events after that."""
+    start = now - PERIODS[period]
+    if align is not None:
+        start = floor_time(start, align)
+    end = now + INSTANT
+    if not rollups:
+        return ReadPlan(start=start, rollups_end=start, raw_start=start, end=end)
+    rollups_end, covered_until = rollup_coverage(start=start)
+    return ReadPlan(start=start, rollups_end=rollups_end, raw_start=max(start, covered_until), end=end)
+
+
+# --- the API's queries ------------------------------------------------------------------------
 
 
 def endpoint_stats(*, period: str, now: datetime, endpoint: str | None = None) -> list[EndpointPeriodStats]:
@@ -461,17 +297,14 @@ def endpoint_stats(*, period: str, now: datetime, endpoint: str | None = None) -
     hour that contains now - period, via rollups plus the raw events not aggregated yet; p95 is
     within 1.5% and unique_clients a HyperLogLog estimate (about 3%) when hours are combined.
     """
-    length = PERIODS[period]
-    if length < ROLLUP_FROM:
-        summaries = summarize_events(start=now - length, end=now + timedelta(microseconds=1), endpoint=endpoint)
-    else:
-        start = floor_time(now - length, HOUR)
-        end, until = rollup_coverage(start=start)
-        summaries = {}
-        if end > start:
-            summaries = _complete_hours_summaries(start=start, end=end - HOUR, endpoint=endpoint)
-            _merge_into(summaries, _rollup_summaries(start=end - HOUR, end=end, endpoint=endpoint))
-        _merge_into(summaries, summarize_events(start=max(start, until), end=now + HOUR, endpoint=endpoint))
+    rollups = uses_rollups(period)
+    plan = plan_read(period=period, now=now, rollups=rollups, align=HOUR if rollups else None)
+    summaries: dict[str, Summary] = {}
+    if plan.has_rollups:
+        newest_hour = plan.rollups_end - HOUR  # may still be running: not cached
+        summaries, _ = complete_hours_summaries(start=plan.start, end=newest_hour, endpoint=endpoint)
+        merge_summaries(summaries, rollup_summaries(start=newest_hour, end=plan.rollups_end, endpoint=endpoint))
+    merge_summaries(summaries, summarize_events(start=plan.raw_start, end=plan.end, endpoint=endpoint))
     return [
         EndpointPeriodStats(
             endpoint=name,
@@ -486,12 +319,6 @@ def endpoint_stats(*, period: str, now: datetime, endpoint: str | None = None) -
     ]
 
 
-def allowed_intervals(period: str) -> list[str]:
-    if PERIODS[period] > RAW_PERIOD_LIMIT:
-        return [name for name in INTERVALS if name not in RAW_ONLY_INTERVALS]
-    return list(INTERVALS)
-
-
 class TooManyPoints(ValueError):
     """The answer would hold more points (buckets x endpoints) than allowed."""
 
@@ -500,6 +327,23 @@ class TooManyPoints(ValueError):
             f"This series would have {points} points (buckets x endpoints); the limit is {limit} "
             "(ANALYTICS_MAX_POINTS): ask for one endpoint, a shorter period or a longer interval."
         )
+
+
+@dataclass
+class _Bucket:
+    access: int = 0
+    errors: int = 0
+    total_ms: float = 0.0
+    timed: int = 0
+
+    def add(self, access: int, errors: int, total_ms: float | None, timed: int) -> None:
+        self.access += access
+        self.errors += errors
+        self.total_ms += total_ms or 0.0
+        self.timed += timed
+
+
+_Buckets = dict[tuple[str, datetime], _Bucket]  # (endpoint, bucket start) -> counts
 
 
 def timeseries(
@@ -512,18 +356,14 @@ def timeseries(
     Raises TooManyPoints when the answer would hold more than max_points points.
     """
     step = INTERVALS[interval]
-    first = floor_time(now - PERIODS[period], step)
-    last = floor_time(now, step)
-    counts: dict[tuple[str, datetime], list] = {}  # (endpoint, bucket) -> [access, errors, total_ms, timed]
-    use_rollups = PERIODS[period] >= ROLLUP_FROM and interval not in RAW_ONLY_INTERVALS
-    raw_from = first
-    if use_rollups:
-        end, until = rollup_coverage(start=first)
-        _rollup_buckets(counts, start=first, end=end, step=step, endpoint=endpoint)
-        raw_from = max(first, until)
-    _raw_buckets(counts, start=raw_from, end=last + step, step=step, endpoint=endpoint)
+    plan = plan_read(period=period, now=now, rollups=uses_rollups(period, interval=interval), align=step)
+    buckets: _Buckets = {}
+    if plan.has_rollups:
+        _rollup_buckets(buckets, start=plan.start, end=plan.rollups_end, step=step, endpoint=endpoint)
+    _raw_buckets(buckets, start=plan.raw_start, end=plan.end, step=step, endpoint=endpoint)
 
-    names = [endpoint] if endpoint else sorted({name for name, _ in counts})
+    first, last = plan.start, floor_time(now, step)
+    names = [endpoint] if endpoint else sorted({name for name, _ in buckets})
     total = (int((last - first) / step) + 1) * len(names)
     if max_points is not None and total > max_points:
         raise TooManyPoints(points=total, limit=max_points)
@@ -531,31 +371,23 @@ def timeseries(
     moment = first
     while moment <= last:
         for name in names:
-            access, errors, total_ms, timed = counts.get((name, moment), (0, 0, 0.0, 0))
+            bucket = buckets.get((name, moment)) or _Bucket()
             points.append(
                 TimeseriesPoint(
                     timestamp=moment,
                     endpoint=None if endpoint else name,
-                    access_count=access,
-                    error_count=errors,
-                    avg_response_time_ms=total_ms / timed if timed else None,
+                    access_count=bucket.access,
+                    error_count=bucket.errors,
+                    avg_response_time_ms=bucket.total_ms / bucket.timed if bucket.timed else None,
                 )
             )
         moment += step
     return points
 
 
-def _add(counts, key, access, errors, total_ms, timed) -> None:
-    entry = counts.setdefault(key, [0, 0, 0.0, 0])
-    entry[0] += access
-    entry[1] += errors
-    entry[2] += total_ms or 0.0
-    entry[3] += timed
-
-
-def _rollup_buckets(counts, *, start, end, step, endpoint) -> None:
-    if start >= end:
-        return
+def _rollup_buckets(
+    buckets: _Buckets, *, start: datetime, end: datetime, step: timedelta, endpoint: str | None
+) -> None:
     columns = ("endpoint", "access_count", "error_count", "total_response_time_ms", "timed_count")
     if step == DAY:
         day_end = floor_time(end, DAY)
@@ -563,16 +395,17 @@ def _rollup_buckets(counts, *, start, end, step, endpoint) -> None:
         if endpoint:
             days = days.filter(endpoint=endpoint)
         for day, name, *values in days.values_list("day", *columns):
-            _add(counts, (name, datetime(day.year, day.month, day.day, tzinfo=UTC)), *values)
+            key = (name, datetime(day.year, day.month, day.day, tzinfo=UTC))
+            buckets.setdefault(key, _Bucket()).add(*values)
         start = max(start, day_end)
     hours = HourlyStat.objects.filter(hour__gte=start, hour__lt=end)
     if endpoint:
         hours = hours.filter(endpoint=endpoint)
     for hour, name, *values in hours.values_list("hour", *columns):
-        _add(counts, (name, floor_time(hour, step)), *values)
+        buckets.setdefault((name, floor_time(hour, step)), _Bucket()).add(*values)
 
 
-def _raw_buckets(counts, *, start, end, step, endpoint) -> None:
+def _raw_buckets(buckets: _Buckets, *, start: datetime, end: datetime, step: timedelta, endpoint: str | None) -> None:
     if start >= end:
         return
     if connection.vendor != "postgresql":
@@ -580,7 +413,9 @@ def _raw_buckets(counts, *, start, end, step, endpoint) -> None:
         if endpoint:
             rows = rows.filter(endpoint=endpoint)
         for name, at, is_error, duration in rows.values_list("endpoint", "occurred_at", "is_error", "duration_ms"):
-            _add(counts, (name, floor_time(at, step)), 1, int(is_error), duration, duration is not None)
+            buckets.setdefault((name, floor_time(at, step)), _Bucket()).add(
+                1, int(is_error), duration, int(duration is not None)
+            )
         return
     seconds = int(step.total_seconds())
     where, params = "occurred_at >= %s AND occurred_at < %s", [start, end]
@@ -595,7 +430,7 @@ def _raw_buckets(counts, *, start, end, step, endpoint) -> None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for name, bucket, *values in cursor.fetchall():
-            _add(counts, (name, bucket), *values)
+            buckets.setdefault((name, bucket), _Bucket()).add(*values)
 
 
 def geo_distribution(*, period: str, now: datetime, endpoint: str | None = None) -> list[CountryCount]:
@@ -604,35 +439,27 @@ def geo_distribution(*, period: str, now: datetime, endpoint: str | None = None)
     Under a day: exact from raw events. A day or more: whole UTC days from the day that
     contains now - period, via GeoStat, HourlyStat and the raw events not aggregated yet.
     """
-    length = PERIODS[period]
+    rollups = uses_rollups(period)
+    plan = plan_read(period=period, now=now, rollups=rollups, align=DAY if rollups else None)
     totals: dict[str, int] = {}
 
-    def add(country: str, count: int) -> None:
+    def add(country: str | None, count: int) -> None:
         totals[country or ""] = totals.get(country or "", 0) + count
 
-    if length < ROLLUP_FROM:
-        raw_from = now - length
-    else:
-        start = floor_time(now - length, DAY)
-        boundary, until = rollup_coverage(start=start)
-        boundary_day = floor_time(boundary, DAY)
-        days = GeoStat.objects.filter(day__gte=start.date(), day__lt=boundary_day.date())
+    if rollups:
+        boundary_day = floor_time(plan.rollups_end, DAY)
+        days = GeoStat.objects.filter(day__gte=plan.start.date(), day__lt=boundary_day.date())
         for country, count in (days.filter(endpoint=endpoint) if endpoint else days).values_list(
             "country", "access_count"
         ):
             add(country, count)
-        hours = HourlyStat.objects.filter(hour__gte=max(start, boundary_day), hour__lt=boundary)
+        hours = HourlyStat.objects.filter(hour__gte=max(plan.start, boundary_day), hour__lt=plan.rollups_end)
         for counts in (hours.filter(endpoint=endpoint) if endpoint else hours).values_list("country_counts", flat=True):
             for country, count in counts.items():
                 add(country, count)
-        raw_from = max(start, until)
-    raw = AccessEvent.objects.filter(occurred_at__gte=raw_from, occurred_at__lte=now)
+    raw = AccessEvent.objects.filter(occurred_at__gte=plan.raw_start, occurred_at__lt=plan.end)
     if endpoint:
         raw = raw.filter(endpoint=endpoint)
     for country, count in raw.values("country").annotate(n=Count("id")).values_list("country", "n"):
         add(country, count)
     return [CountryCount(country=c, access_count=n) for c, n in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
-
-
-def day_of(moment: datetime) -> date:
-    return moment.astimezone(UTC).date()

@@ -82,8 +82,9 @@ def run() -> int:
     from django.test import RequestFactory
     from django.utils import timezone
 
-    from analytics import queries, services
+    from analytics import periods, rollup_cache
     from analytics.api import views
+    from analytics.services import aggregation, retention
 
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 - progress, not the report
     now = timezone.now()
@@ -114,14 +115,14 @@ def run() -> int:
     start = (
         max(newest - timedelta(hours=2), now - timedelta(days=DAYS + 1)) if newest else now - timedelta(days=DAYS + 1)
     )
-    end = services.last_complete_hour(now=now)  # leave the newest complete hour to the raw tail
+    end = aggregation.last_complete_hour(now=now)  # leave the newest complete hour to the raw tail
     log(f"Aggregating {start:%Y-%m-%d %H:00} .. {end:%Y-%m-%d %H:00} ...")
     started = time.perf_counter()
-    backfill = services.aggregate_hours(start=start, end=end, now=now)
+    backfill = aggregation.aggregate_hours(start=start, end=end, now=now)
     backfill_seconds = time.perf_counter() - started
     # As the every-minute live task does in production: the running hour up to 30 s ago.
     now = timezone.now()
-    services.aggregate_live(now=now)
+    aggregation.aggregate_live(now=now)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*), pg_size_pretty(pg_total_relation_size('tracker_accessevent')) "
@@ -177,20 +178,20 @@ def run() -> int:
             log(f"  {name} ...")
             ours()  # warm-up: connection, imports
             p50, p95 = timed(ours, CALLS)
-            cold_p50, cold_p95 = timed(lambda f=ours: (queries.forget_cached_rollups(), f()), max(5, CALLS // 4))
+            cold_p50, cold_p95 = timed(lambda f=ours: (rollup_cache.forget(), f()), max(5, CALLS // 4))
             raw_p50, raw_p95 = timed(reference, RAW_CALLS)
             rows.append((name, p50, p95, cold_p50, cold_p95, raw_p50, raw_p95))
 
     # One hour of 1M events, aggregated; then pruned again in bounded batches.
-    big_hour = queries.floor_time(now, queries.HOUR) - timedelta(days=BIG_HOUR_DAYS_AGO)
+    big_hour = periods.floor_time(now, periods.HOUR) - timedelta(days=BIG_HOUR_DAYS_AGO)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM tracker_accessevent WHERE occurred_at >= %s AND occurred_at < %s",
-            [big_hour, big_hour + queries.HOUR],
+            [big_hour, big_hour + periods.HOUR],
         )
         if cursor.fetchone()[0] < HOUR_EVENTS:
             log(f"Generating {HOUR_EVENTS:,} events in {big_hour:%Y-%m-%d %H:00} ...")
-            hours_ago = int((queries.floor_time(timezone.now(), queries.HOUR) - big_hour) / queries.HOUR) - 1
+            hours_ago = int((periods.floor_time(timezone.now(), periods.HOUR) - big_hour) / periods.HOUR) - 1
             call_command(
                 "generate_events",
                 count=HOUR_EVENTS,
@@ -202,10 +203,10 @@ def run() -> int:
             )
     log("Aggregating the 1M-event hour ...")
     started = time.perf_counter()
-    hour_rows = services.aggregate_hour(hour=big_hour, now=now)
+    hour_rows = aggregation.aggregate_hour(hour=big_hour, now=now)
     aggregate_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    services.aggregate_hour(hour=big_hour, now=now)
+    aggregation.aggregate_hour(hour=big_hour, now=now)
     reaggregate_seconds = time.perf_counter() - started
 
     from django.conf import settings
@@ -213,7 +214,7 @@ def run() -> int:
     settings.ANALYTICS_RETENTION_DAYS = BIG_HOUR_DAYS_AGO - 5
     log("Pruning it (bounded batches) ...")
     started = time.perf_counter()
-    pruned = services.prune_events(now=now)
+    pruned = retention.prune_events(now=now)
     prune_seconds = time.perf_counter() - started
 
     print("## Analytics\n")

@@ -46,8 +46,8 @@ def main() -> int:
 def run() -> int:
     from django.db import connection, transaction
 
-    from analytics import services
     from analytics.models import HourlyStat
+    from analytics.services import aggregation
 
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)  # complete, inside the retention
@@ -59,7 +59,7 @@ def run() -> int:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE tracker_accessevent")
     clock = hour + timedelta(minutes=50, seconds=30)  # as the live task's `now`: the lag is 30 s
-    services.aggregate_live(now=clock)  # the hour's first run: one pass up to the watermark
+    aggregation.aggregate_live(now=clock)  # the hour's first run: one pass up to the watermark
     live, full = [], []
     for round_ in range(ROUNDS):
         minute = hour + timedelta(minutes=50 + round_)
@@ -69,11 +69,11 @@ def run() -> int:
         for kind in ("live", "full") if round_ % 2 == 0 else ("full", "live"):
             started = time.perf_counter()
             if kind == "live":
-                services.aggregate_live(now=clock)
+                aggregation.aggregate_live(now=clock)
                 live.append(time.perf_counter() - started)
             else:
                 with transaction.atomic():  # rolled back: the live task's rows stay as it left them
-                    services.aggregate_hour(hour=hour, now=clock)
+                    aggregation.aggregate_hour(hour=hour, now=clock)
                     full.append(time.perf_counter() - started)
                     transaction.set_rollback(True)
         log(f"round {round_ + 1}: live {live[-1]:.2f} s, one pass over the hour {full[-1]:.2f} s")

@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 from django.utils import timezone
 
-from analytics.queries import floor_time
+from analytics.periods import floor_time
 
 HOUR = timedelta(hours=1)
 MAX_AGGREGATE_HOURS = 24 * 31

@@ -22,7 +22,8 @@ from redis.exceptions import RedisError
 
 from analytics import backups, sketches
 from analytics.models import DailyStat, HourlyStat
-from analytics.queries import ROLLUP_MERGE_COLUMNS, floor_time, merge_rollup_rows
+from analytics.periods import floor_time
+from analytics.summaries import ROLLUP_MERGE_COLUMNS, merge_rollup_rows
 from console.models import TaskRun
 from ratelimit import queries as ratelimit_queries
 from ratelimit.queries import LimitsInForce

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from analytics import backups
-from analytics import services as analytics_services
+from analytics.services import aggregation, retention
 from console.models import TaskRun
 from tracker import buffer
 from tracker import services as tracker_services
@@ -68,7 +68,7 @@ def _moment(value: str) -> datetime:
 
 
 def _aggregate(params: dict) -> Outcome:
-    result = analytics_services.aggregate_hours(start=_moment(params["start"]), end=_moment(params["end"]))
+    result = aggregation.aggregate_hours(start=_moment(params["start"]), end=_moment(params["end"]), now=timezone.now())
     detail = f"{result.hours} hour(s) aggregated into {result.rows:,} HourlyStat row(s)"
     if result.skipped_too_old:
         detail += f"; {result.skipped_too_old} hour(s) older than the retention left as they were"
@@ -82,7 +82,7 @@ def _backup(params: dict) -> Outcome:
 
 
 def _prune(params: dict) -> Outcome:
-    result = analytics_services.prune_events()
+    result = retention.prune_events(now=timezone.now())
     detail = f"deleted {result.deleted:,} event(s) older than {result.cutoff:%Y-%m-%d %H:%M} UTC"
     if result.dropped_partitions:
         detail += (

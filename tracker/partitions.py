@@ -4,7 +4,7 @@ The table is partitioned by range of occurred_at, one partition per UTC day
 (tracker_accessevent_pYYYYMMDD), plus a DEFAULT partition that takes any event whose day has
 no partition yet, so no event is ever refused. The beat task creates the coming days ahead
 and moves rows of a day out of the default partition when it creates that day. Retention
-(analytics.services.prune_events) detaches and drops whole days instead of deleting rows.
+(analytics.services.retention.prune_events) detaches and drops whole days instead of deleting rows.
 
 On SQLite (the embedded default) the table is plain: every function here does nothing.
 """

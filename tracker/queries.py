@@ -1,6 +1,7 @@
-"""Reads of the tracking data: per-endpoint counters and the greeting, cached for the hot paths.
+"""Reads of the tracking data: per-endpoint counters and the greeting (cached for the hot paths),
+and the stream of stored AccessEvents by id (what live aggregation follows).
 
-Both are cached twice: in Redis (shared by every process, the tier the drain clears) and, in
+The counters and the greeting are cached twice: in Redis (shared by every process, the tier the drain clears) and, in
 front of it, for at most LOCAL_CACHE_SECONDS in each process (tracker.localcache), so a warm
 read costs no Redis round trip.
 """
@@ -8,14 +9,18 @@ read costs no Redis round trip.
 import contextlib
 import logging
 import time
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
+from django.db.backends.utils import CursorWrapper
+from django.db.models import Max
 from redis.exceptions import RedisError
 
 from tracker import localcache
-from tracker.models import EndpointStat
+from tracker.models import AccessEvent, EndpointStat
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +112,72 @@ def forget_cached_stats() -> None:
 def known_endpoints() -> set[str]:
     """Names of the endpoints that have counters (at most TRACKING_MAX_ENDPOINTS + 1)."""
     return set(EndpointStat.objects.values_list("endpoint", flat=True))
+
+
+# --- the stream of stored events (live aggregation) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """A point in the stream of stored events (live aggregation reads the stream from one to the next)."""
+
+    event_id: int  # the newest AccessEvent id handed out so far (0: none yet)
+    writers: str  # PostgreSQL: the other transactions of this database running just after ("pid:xid,...")
+
+
+def stream_position() -> StreamPosition:
+    """Where the stream of stored events is now. Every id up to event_id belongs to a transaction
+    that had finished or is listed in writers, so it is final once those have finished.
+
+    Writers are read from pg_stat_activity, which shows the sessions of the same role (the
+    drains use the app's DATABASE_URL); only this database's transactions count.
+    """
+    table = AccessEvent._meta.db_table
+    if connection.vendor != "postgresql":
+        return StreamPosition(AccessEvent.objects.aggregate(newest=Max("id"))["newest"] or 0, "")
+    with connection.cursor() as cursor:
+        # In this order: the id first, then who is still writing (an id handed out before that
+        # belongs to a transaction that has finished or is listed).
+        cursor.execute(
+            "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence(%s, 'id')::regclass), 0)", [table]
+        )
+        (event_id,) = cursor.fetchone()
+        return StreamPosition(int(event_id), ",".join(_running_writers(cursor)))
+
+
+def _running_writers(cursor: CursorWrapper) -> list[str]:
+    """Transactions with an id running now in this database (this one aside), as "pid:xid"."""
+    cursor.execute("SELECT pg_stat_clear_snapshot()")  # pg_stat_activity is otherwise frozen per transaction
+    cursor.execute(
+        "SELECT pid || ':' || backend_xid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+    )
+    return [writer for (writer,) in cursor.fetchall()]
+
+
+def position_is_final(position: StreamPosition) -> bool:
+    """True once every transaction that was running at `position` has finished: no event with an
+    id up to position.event_id can appear any more."""
+    if not position.writers:
+        return True
+    with connection.cursor() as cursor:
+        return not set(position.writers.split(",")) & set(_running_writers(cursor))
+
+
+def hours_with_new_events(*, after_event_id: int, up_to_event_id: int, before: datetime) -> list[datetime]:
+    """The hours before `before` that events with ids in (after_event_id, up_to_event_id] belong to
+    (events stored since then for earlier hours: late ones). Reads the primary key's id range."""
+    rows = AccessEvent.objects.filter(id__gt=after_event_id, id__lte=up_to_event_id, occurred_at__lt=before)
+    if connection.vendor != "postgresql":
+        return sorted({_hour_of(moment) for moment in rows.values_list("occurred_at", flat=True)})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT date_trunc('hour', occurred_at) FROM {AccessEvent._meta.db_table}"
+            " WHERE id > %s AND id <= %s AND occurred_at < %s ORDER BY 1",
+            [after_event_id, up_to_event_id, before],
+        )
+        return [hour for (hour,) in cursor.fetchall()]
+
+
+def _hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

@@ -1,11 +1,12 @@
 """Bearer-token authentication for POST /collect (tokens are created and revoked in the admin)."""
 
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 
-from analytics import services
+from analytics.services import tokens
 
 
 class TokenCaller:
@@ -28,7 +29,7 @@ class ApiTokenAuthentication(BaseAuthentication):
             return None
         if parts[0].decode(errors="replace").lower() != self.keyword.lower() or len(parts) != 2:
             raise AuthenticationFailed("Send the API token as 'Authorization: Bearer <token>'.")
-        row = services.authenticate_token(token=parts[1].decode(errors="replace"))
+        row = tokens.authenticate_token(token=parts[1].decode(errors="replace"), now=timezone.now())
         if row is None:
             raise AuthenticationFailed("The API token is unknown or revoked: ask an admin for a new one.")
         return TokenCaller(row), row

@@ -8,7 +8,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from analytics import queries
+from analytics import periods
 from tracker.api.schema import OptionalIPAddressField
 from tracker.events import Event
 
@@ -23,8 +23,8 @@ ENDPOINT_RULE = (
     "letters, digits, / and - . _ ~ ! $ & ( ) * + , ; = : @ % < > { }"
 )
 _ENDPOINT_FULL = re.compile(rf"/[{ENDPOINT_CHARACTERS}]*")  # fullmatch: `$` would let a final newline in
-PERIOD_CHOICES = list(queries.PERIODS)
-INTERVAL_CHOICES = list(queries.INTERVALS)
+PERIOD_CHOICES = list(periods.PERIODS)
+INTERVAL_CHOICES = list(periods.INTERVALS)
 
 
 @extend_schema_field(
@@ -144,7 +144,7 @@ class TimeseriesParams(StatsParams):
     interval = _choice("interval", INTERVAL_CHOICES, "1h")
 
     def validate(self, attrs):
-        allowed = queries.allowed_intervals(attrs["period"])
+        allowed = periods.allowed_intervals(attrs["period"])
         if attrs["interval"] not in allowed:
             raise serializers.ValidationError(
                 {"interval": [f"With period {attrs['period']} use one of: {', '.join(allowed)}."]}

@@ -1,4 +1,4 @@
-"""/collect and /analytics/*: thin views over analytics.services and analytics.queries.
+"""/collect and /analytics/*: thin views over analytics.services.collect and analytics.queries.
 
 Outputs are built as plain dicts (a 30-day series can hold tens of thousands of points and
 DRF serializers would dominate the response time); the Output serializers document them.
@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics import queries, services
+from analytics import periods, queries
 from analytics.api.auth import ApiTokenAuthentication, HasApiToken
 from analytics.api.serializers import (
     AnalyticsGeoOutput,
@@ -27,6 +27,7 @@ from analytics.api.serializers import (
     StatsParams,
     TimeseriesParams,
 )
+from analytics.services import collect
 from tracker.api.schema import ErrorOutput, ErrorsAutoSchema
 
 
@@ -91,8 +92,8 @@ class CollectView(APIView):
         if errors:
             raise ValidationError(errors)
         try:
-            accepted = services.collect_events(events=events, token_id=request.auth.pk)
-        except services.NewEndpointQuotaExceeded as error:
+            accepted = collect.collect_events(events=events, token_id=request.auth.pk)
+        except collect.NewEndpointQuotaExceeded as error:
             raise NewEndpointQuota(str(error))
         return Response({"status": "success", "accepted": accepted}, status=status.HTTP_201_CREATED)
 
@@ -136,7 +137,7 @@ def _read_items(request: Request) -> list:
 _ENDPOINT = OpenApiParameter(
     "endpoint", {"type": "string", "minLength": 1, "maxLength": 200}, description="One endpoint (default: all)."
 )
-_PERIOD = OpenApiParameter("period", str, required=False, enum=list(queries.PERIODS), default="24h")
+_PERIOD = OpenApiParameter("period", str, required=False, enum=list(periods.PERIODS), default="24h")
 
 
 class AnalyticsStatsView(APIView):
@@ -173,7 +174,7 @@ class AnalyticsTimeseriesView(APIView):
                 "interval",
                 str,
                 required=False,
-                enum=list(queries.INTERVALS),
+                enum=list(periods.INTERVALS),
                 default="1h",
                 description="5m and 15m only with periods up to 24h (7d and 30d take 1h or 1d); another "
                 "combination is a 400. A series of more than ANALYTICS_MAX_POINTS points (buckets x endpoints, "

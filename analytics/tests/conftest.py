@@ -1,7 +1,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from analytics import services
+from analytics.services import tokens
 from tracker import services as tracker_services
 from tracker.events import Event
 
@@ -35,7 +35,7 @@ def event(make_event):
 
 @pytest.fixture
 def api_token(db) -> str:
-    _, token = services.create_token(name="billing-service")
+    _, token = tokens.create_token(name="billing-service")
     return token
 
 

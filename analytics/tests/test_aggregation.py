@@ -4,9 +4,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
-from analytics import queries, services
+from analytics import queries
 from analytics.models import DailyStat, GeoStat, HourlyStat
+from analytics.services import aggregation
 
 pytestmark = pytest.mark.django_db
 HOUR = datetime(2026, 3, 1, 10, tzinfo=UTC)
@@ -29,7 +31,7 @@ def test_an_hour_becomes_one_row_per_endpoint_with_exact_figures(store, event):
         event(endpoint="/a", occurred_at=HOUR + timedelta(hours=1)),  # the next hour
     )
 
-    assert services.aggregate_hour(hour=HOUR, now=NOW) == 2
+    assert aggregation.aggregate_hour(hour=HOUR, now=NOW) == 2
 
     a = HourlyStat.objects.get(endpoint="/a", hour=HOUR)
     assert (a.access_count, a.error_count, a.avg_response_time_ms, a.unique_clients) == (3, 1, 20.0, 2)
@@ -54,9 +56,9 @@ def test_an_hour_becomes_one_row_per_endpoint_with_exact_figures(store, event):
 def test_aggregating_an_hour_twice_gives_the_same_rows(store, event):
     store(*[event(endpoint=f"/e{i % 3}", occurred_at=HOUR + timedelta(seconds=i), duration_ms=i) for i in range(60)])
 
-    services.aggregate_hour(hour=HOUR, now=NOW)
+    aggregation.aggregate_hour(hour=HOUR, now=NOW)
     first = (_rows(HourlyStat), _rows(DailyStat), _rows(GeoStat))
-    services.aggregate_hour(hour=HOUR, now=NOW)  # a beat retry, or a backfill over it
+    aggregation.aggregate_hour(hour=HOUR, now=NOW)  # a beat retry, or a backfill over it
 
     assert (_rows(HourlyStat), _rows(DailyStat), _rows(GeoStat)) == first
     assert HourlyStat.objects.count() == 3
@@ -66,10 +68,10 @@ def test_late_events_are_picked_up_when_recent_hours_are_aggregated_again(store,
     settings.ANALYTICS_REAGGREGATE_HOURS = 3
     now = HOUR + timedelta(hours=2, minutes=5)
     store(event(occurred_at=HOUR + timedelta(minutes=1)))
-    services.aggregate_recent_hours(now=now)
+    aggregation.aggregate_recent_hours(now=now)
     store(event(occurred_at=HOUR + timedelta(minutes=2)))  # arrives after its hour was aggregated
 
-    services.aggregate_recent_hours(now=now + timedelta(hours=1))
+    aggregation.aggregate_recent_hours(now=now + timedelta(hours=1))
 
     assert HourlyStat.objects.get(hour=HOUR).access_count == 2
     assert DailyStat.objects.get().access_count == 2
@@ -78,8 +80,8 @@ def test_late_events_are_picked_up_when_recent_hours_are_aggregated_again(store,
 def test_hours_older_than_the_retention_are_not_reaggregated(store, event, settings):
     settings.ANALYTICS_RETENTION_DAYS = 1
 
-    with pytest.raises(services.HourTooOld):
-        services.aggregate_hour(hour=HOUR, now=HOUR + timedelta(days=2))
+    with pytest.raises(aggregation.HourTooOld):
+        aggregation.aggregate_hour(hour=HOUR, now=HOUR + timedelta(days=2))
 
 
 def test_p95_over_many_hours_is_within_2_percent_of_the_exact_value(store, event):
@@ -98,7 +100,7 @@ def test_p95_over_many_hours_is_within_2_percent_of_the_exact_value(store, event
             )
         )
     store(*events)
-    services.aggregate_hours(start=start - timedelta(hours=1), end=NOW - timedelta(hours=2), now=NOW)
+    aggregation.aggregate_hours(start=start - timedelta(hours=1), end=NOW - timedelta(hours=2), now=NOW)
 
     stats = {row.endpoint: row for row in queries.endpoint_stats(period="7d", now=NOW)}
 
@@ -129,7 +131,7 @@ def _nearest_rank(values, fraction):
 
 
 def test_the_backfill_command_reports_progress_and_is_idempotent(store, event, capsys):
-    hour = services.last_complete_hour() - timedelta(hours=3)
+    hour = aggregation.last_complete_hour(now=timezone.now()) - timedelta(hours=3)
     store(event(occurred_at=hour), event(occurred_at=hour + timedelta(hours=2)))
 
     call_command("aggregate_hourly", since=(hour - timedelta(hours=1)).isoformat())
@@ -159,7 +161,7 @@ def test_the_running_hour_is_aggregated_up_to_a_moment_ago_and_raw_events_fill_t
         event(occurred_at=now - timedelta(seconds=10)),  # after the cut: answered from raw events
     )
 
-    services.aggregate_live(now=now)
+    aggregation.aggregate_live(now=now)
 
     rows = dict(HourlyStat.objects.values_list("hour", "covered_until"))
     assert rows == {
@@ -173,7 +175,7 @@ def test_the_running_hour_is_aggregated_up_to_a_moment_ago_and_raw_events_fill_t
     assert [p.access_count for p in series][-2:] == [1, 2]
 
     store(event(occurred_at=now + timedelta(seconds=5)))
-    services.aggregate_live(now=now + timedelta(minutes=1))  # the next run covers more
+    aggregation.aggregate_live(now=now + timedelta(minutes=1))  # the next run covers more
     [row] = queries.endpoint_stats(period="24h", now=now + timedelta(minutes=1))
     assert row.access_count == 4
 
@@ -185,13 +187,13 @@ def test_cached_merges_are_replaced_when_a_complete_hour_is_aggregated_again(
     now = datetime(2026, 3, 3, 12, 6, tzinfo=UTC)
     old = datetime(2026, 3, 3, 10, tzinfo=UTC)
     store(event(occurred_at=old + timedelta(minutes=1)))
-    services.aggregate_recent_hours(now=now)
+    aggregation.aggregate_recent_hours(now=now)
     assert queries.endpoint_stats(period="7d", now=now)[0].access_count == 1  # cached now
     assert queries.endpoint_stats(period="7d", now=now)[0].access_count == 1
 
     store(event(occurred_at=old + timedelta(minutes=2)))  # late
     assert queries.endpoint_stats(period="7d", now=now)[0].access_count == 1  # not re-aggregated yet
     with django_capture_on_commit_callbacks(execute=True):  # the cache is forgotten once committed
-        services.aggregate_recent_hours(now=now)
+        aggregation.aggregate_recent_hours(now=now)
 
     assert queries.endpoint_stats(period="7d", now=now)[0].access_count == 2

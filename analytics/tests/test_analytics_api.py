@@ -4,7 +4,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from analytics import queries, services
+from analytics import periods, queries
+from analytics.services import aggregation
 
 pytestmark = pytest.mark.django_db
 
@@ -42,11 +43,11 @@ def test_stats_for_a_short_period_are_exact_from_raw_events(client, store, event
 
 
 def test_stats_for_a_day_or_more_combine_rollups_and_the_newest_raw_events(client, store, event, now):
-    old_hour = queries.floor_time(now, queries.HOUR) - timedelta(hours=5)
+    old_hour = periods.floor_time(now, periods.HOUR) - timedelta(hours=5)
     store(
         *[event(endpoint="/a", occurred_at=old_hour + timedelta(minutes=i), client_ip=f"8.8.8.{i}") for i in range(10)]
     )
-    services.aggregate_hour(hour=old_hour)
+    aggregation.aggregate_hour(hour=old_hour, now=now)
     store(event(endpoint="/a", occurred_at=now - timedelta(minutes=1), client_ip="9.9.9.9"))  # not aggregated yet
 
     for period in ("24h", "7d", "30d"):
@@ -77,9 +78,9 @@ def test_timeseries_has_every_bucket_with_zeros_where_there_was_no_traffic(clien
 
 
 def test_timeseries_without_an_endpoint_names_it_in_each_point(client, store, event, now):
-    hour = queries.floor_time(now, queries.HOUR) - timedelta(hours=3)
+    hour = periods.floor_time(now, periods.HOUR) - timedelta(hours=3)
     store(event(endpoint="/a", occurred_at=hour), event(endpoint="/b", occurred_at=hour, is_error=True))
-    services.aggregate_hour(hour=hour)
+    aggregation.aggregate_hour(hour=hour, now=now)
     store(event(endpoint="/b", occurred_at=now))
 
     series = client.get("/analytics/timeseries", {"period": "24h", "interval": "1h"}).json()["timeseries"]
@@ -93,9 +94,9 @@ def test_timeseries_without_an_endpoint_names_it_in_each_point(client, store, ev
 
 
 def test_daily_timeseries_reads_daily_rollups(client, store, event, now):
-    day_hour = queries.floor_time(now, queries.DAY) - timedelta(days=2) + timedelta(hours=3)
+    day_hour = periods.floor_time(now, periods.DAY) - timedelta(days=2) + timedelta(hours=3)
     store(*[event(endpoint="/a", occurred_at=day_hour) for _ in range(4)])
-    services.aggregate_hour(hour=day_hour)
+    aggregation.aggregate_hour(hour=day_hour, now=now)
 
     series = client.get("/analytics/timeseries", {"endpoint": "/a", "period": "7d", "interval": "1d"}).json()[
         "timeseries"
@@ -121,7 +122,7 @@ def test_an_unknown_or_unfit_interval_is_a_400(client, params, field, message):
 
 
 def test_geo_counts_requests_per_country_and_private_addresses_have_none(client, store, event, now):
-    hour = queries.floor_time(now, queries.HOUR) - timedelta(hours=2)
+    hour = periods.floor_time(now, periods.HOUR) - timedelta(hours=2)
     store(
         event(endpoint="/a", occurred_at=hour, client_ip="81.2.69.160"),  # GB
         event(endpoint="/a", occurred_at=hour, client_ip="8.8.8.8"),  # US
@@ -129,7 +130,7 @@ def test_geo_counts_requests_per_country_and_private_addresses_have_none(client,
         event(endpoint="/a", occurred_at=hour, client_ip="192.168.1.5"),
         event(endpoint="/a", occurred_at=hour, client_ip="127.0.0.1"),
     )
-    services.aggregate_hour(hour=hour)
+    aggregation.aggregate_hour(hour=hour, now=now)
     store(event(endpoint="/a", occurred_at=now, client_ip="81.2.69.161"))
 
     everything = client.get("/analytics/geo", {"period": "7d"}).json()

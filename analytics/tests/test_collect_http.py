@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from analytics import services
+from analytics.services import tokens
 from tracker import buffer
 from tracker.tests.processes import gunicorn
 
@@ -50,7 +50,7 @@ def queued_endpoints() -> list[str]:
 
 
 def test_a_chunked_body_is_read_whole(web_role):
-    _, token = services.create_token(name="streaming client")
+    _, token = tokens.create_token(name="streaming client")
     now = timezone.now().isoformat()
     body = json.dumps([{"endpoint": f"/chunked/{i}", "timestamp": now} for i in range(5)]).encode()
 
@@ -61,7 +61,7 @@ def test_a_chunked_body_is_read_whole(web_role):
 
 
 def test_a_chunked_body_over_the_size_limit_is_a_413(web_role):
-    _, token = services.create_token(name="streaming client")
+    _, token = tokens.create_token(name="streaming client")
     now = timezone.now().isoformat()
     body = json.dumps([{"endpoint": f"/big/{i}", "timestamp": now} for i in range(100)]).encode()
     assert len(body) > 4000

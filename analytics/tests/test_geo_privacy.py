@@ -3,7 +3,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from analytics import geo, queries, services
+from analytics import geo, queries
+from analytics.services import retention
 from tracker.models import AccessEvent, EndpointStat
 
 pytestmark = pytest.mark.django_db
@@ -60,5 +61,5 @@ def test_truncation_merges_clients_of_one_24_as_documented(store, event, setting
 
     [row] = queries.endpoint_stats(period="1h", now=now + timedelta(seconds=1))
     assert row.unique_clients == 1
-    services.prune_events(now=now)  # nothing old: a no-op
+    retention.prune_events(now=now)  # nothing old: a no-op
     assert AccessEvent.objects.count() == 2

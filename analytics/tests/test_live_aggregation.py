@@ -6,8 +6,9 @@ import psycopg2
 import pytest
 from django.db import connection
 
-from analytics import queries, services, sketches
+from analytics import queries, sketches
 from analytics.models import AggregationWatermark, HourlyStat
+from analytics.services import aggregation
 from tracker.models import AccessEvent
 
 CURRENT = datetime(2026, 3, 3, 12, tzinfo=UTC)
@@ -67,16 +68,16 @@ def _traffic(event, start: datetime, count: int, *, endpoint: str = "/items", st
 def test_runs_that_advance_the_running_hour_give_what_one_pass_over_it_gives(store, event, settings):
     settings.ANALYTICS_LIVE_LAG_SECONDS = 30
     store(*_traffic(event, CURRENT, 120), *_traffic(event, CURRENT, 30, endpoint="/other", step_seconds=31))
-    services.aggregate_live(now=NOW)
+    aggregation.aggregate_live(now=NOW)
     store(
         *_traffic(event, CURRENT + timedelta(minutes=3), 40),  # late: timed before the rollup's cut
         *_traffic(event, NOW - timedelta(seconds=10), 25, step_seconds=2),  # around the old cut
         *_traffic(event, NOW + timedelta(seconds=5), 10, endpoint="/new"),  # an endpoint the hour did not have
     )
 
-    services.aggregate_live(now=NOW + timedelta(minutes=1))
-    services.aggregate_live(now=NOW + timedelta(minutes=2))
-    services.aggregate_live(now=NOW + timedelta(minutes=2))  # a re-run with nothing new changes nothing
+    aggregation.aggregate_live(now=NOW + timedelta(minutes=1))
+    aggregation.aggregate_live(now=NOW + timedelta(minutes=2))
+    aggregation.aggregate_live(now=NOW + timedelta(minutes=2))  # a re-run with nothing new changes nothing
 
     until = NOW + timedelta(minutes=2) - LAG
     assert _rows(CURRENT) == _one_pass(CURRENT, until)
@@ -97,12 +98,12 @@ def test_runs_that_advance_the_running_hour_give_what_one_pass_over_it_gives(sto
 @pytest.mark.django_db
 def test_a_run_reads_from_its_watermark_not_from_the_start_of_the_hour(store, event):
     store(*_traffic(event, CURRENT, 5))
-    services.aggregate_live(now=NOW)
+    aggregation.aggregate_live(now=NOW)
     # An event already in the rollup disappears behind its back: a run that re-read the hour would notice.
     AccessEvent.objects.filter(pk=AccessEvent.objects.order_by("id").values_list("id", flat=True).first()).delete()
     store(event(occurred_at=NOW - timedelta(minutes=1)))
 
-    services.aggregate_live(now=NOW + timedelta(minutes=1))
+    aggregation.aggregate_live(now=NOW + timedelta(minutes=1))
 
     assert HourlyStat.objects.get(hour=CURRENT).access_count == 6
 
@@ -112,11 +113,11 @@ def test_late_events_for_an_hour_aggregated_long_ago_are_picked_up_by_the_next_r
     settings.ANALYTICS_REAGGREGATE_HOURS = 3
     old = CURRENT - timedelta(hours=5)  # beyond what the hourly task aggregates again
     store(event(occurred_at=old + timedelta(minutes=1), client_ip="81.2.69.1"))
-    services.aggregate_hour(hour=old, now=NOW)
-    services.aggregate_live(now=NOW)
+    aggregation.aggregate_hour(hour=old, now=NOW)
+    aggregation.aggregate_live(now=NOW)
 
     store(event(occurred_at=old + timedelta(minutes=2), client_ip="81.2.69.2", is_error=True, status_code=500))
-    services.aggregate_live(now=NOW + timedelta(minutes=1))
+    aggregation.aggregate_live(now=NOW + timedelta(minutes=1))
 
     row = HourlyStat.objects.get(hour=old)
     assert (row.access_count, row.error_count, row.unique_clients) == (2, 1, 2)
@@ -128,10 +129,10 @@ def test_late_events_for_an_hour_aggregated_long_ago_are_picked_up_by_the_next_r
 @pytest.mark.django_db
 def test_the_previous_hour_is_completed_once_exactly_when_the_next_one_starts(store, event):
     store(*_traffic(event, CURRENT, 200, step_seconds=17))
-    services.aggregate_live(now=NOW)
-    services.aggregate_live(now=NOW + timedelta(minutes=1))
+    aggregation.aggregate_live(now=NOW)
+    aggregation.aggregate_live(now=NOW + timedelta(minutes=1))
 
-    services.aggregate_live(now=CURRENT + timedelta(hours=1, seconds=40))
+    aggregation.aggregate_live(now=CURRENT + timedelta(hours=1, seconds=40))
 
     row = HourlyStat.objects.get(hour=CURRENT)
     assert (row.covered_until, row.covered_event_id) == (CURRENT + timedelta(hours=1), None)
@@ -164,19 +165,19 @@ def test_a_run_never_skips_an_event_a_transaction_still_running_will_commit_belo
     try:
         store(event(occurred_at=CURRENT + timedelta(minutes=2)))  # a larger id, committed
 
-        services.aggregate_live(now=NOW)  # the first transaction could still commit a smaller id: wait
+        aggregation.aggregate_live(now=NOW)  # the first transaction could still commit a smaller id: wait
         assert not HourlyStat.objects.filter(hour=CURRENT).exists()
         assert AggregationWatermark.objects.get().pending_event_id is not None
 
         second = _open_transaction_storing(CURRENT + timedelta(minutes=3))
         first.commit()
-        services.aggregate_live(now=NOW + timedelta(minutes=1))  # up to the position the last run saw
+        aggregation.aggregate_live(now=NOW + timedelta(minutes=1))  # up to the position the last run saw
         assert HourlyStat.objects.get(hour=CURRENT).access_count == 2
 
         second.commit()
-        services.aggregate_live(now=NOW + timedelta(minutes=2))
+        aggregation.aggregate_live(now=NOW + timedelta(minutes=2))
         assert HourlyStat.objects.get(hour=CURRENT).access_count == 3
-        services.aggregate_live(now=NOW + timedelta(minutes=3))
+        aggregation.aggregate_live(now=NOW + timedelta(minutes=3))
         assert HourlyStat.objects.get(hour=CURRENT).access_count == 3
     finally:
         for other in (first, second):

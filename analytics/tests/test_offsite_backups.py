@@ -14,8 +14,10 @@ import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
-from analytics import backups, services
+from analytics import backups
+from analytics.services import aggregation, tokens
 from tracker.tests.processes import free_port, wait_for_port
 
 BUCKET = "endpointstats-backups"
@@ -107,9 +109,9 @@ def test_a_backup_goes_offsite_and_a_restore_from_there_gives_every_row_back(
     offsite, store, event, empty_database, capsys
 ):
     client, bucket = offsite
-    now = services.last_complete_hour()
+    now = aggregation.last_complete_hour(now=timezone.now())
     store(*[event(endpoint=f"/e{i % 3}", occurred_at=now) for i in range(25)])
-    services.create_token(name="svc")
+    tokens.create_token(name="svc")
 
     path = backups.write_backup()
 

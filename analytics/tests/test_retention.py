@@ -4,8 +4,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from analytics import services
 from analytics.models import HourlyStat
+from analytics.services import aggregation, retention
 from tracker import partitions
 from tracker.models import AccessEvent
 
@@ -15,20 +15,20 @@ pytestmark = pytest.mark.django_db
 def test_pruning_deletes_only_raw_events_older_than_the_retention_in_batches(store, event, settings):
     settings.ANALYTICS_RETENTION_DAYS = 7
     now = timezone.now()
-    old_hour = services.last_complete_hour(now=now) - timedelta(days=6, hours=20)
+    old_hour = aggregation.last_complete_hour(now=now) - timedelta(days=6, hours=20)
     store(*[event(occurred_at=now - timedelta(days=8, minutes=i)) for i in range(25)])
     store(*[event(occurred_at=old_hour + timedelta(minutes=i)) for i in range(5)])
-    services.aggregate_hour(hour=old_hour, now=now)
+    aggregation.aggregate_hour(hour=old_hour, now=now)
     kept = set(AccessEvent.objects.filter(occurred_at__gte=now - timedelta(days=7)).values_list("pk", flat=True))
     calls = []
 
-    result = services.prune_events(now=now, batch_size=10, progress=lambda deleted, batches: calls.append(deleted))
+    result = retention.prune_events(now=now, batch_size=10, progress=lambda deleted, batches: calls.append(deleted))
 
     assert (result.deleted, result.batches) == (25, 3)
     assert calls == [10, 20, 25]
     assert set(AccessEvent.objects.values_list("pk", flat=True)) == kept
     assert HourlyStat.objects.get(hour=old_hour).access_count == 5  # rollups are kept
-    assert services.prune_events(now=now).deleted == 0  # idempotent
+    assert retention.prune_events(now=now).deleted == 0  # idempotent
 
 
 def test_the_prune_command_says_what_it_did(store, event, settings, capsys):
@@ -49,9 +49,9 @@ def test_pruning_drops_whole_day_partitions_and_deletes_rows_only_from_the_defau
     store(event(occurred_at=now - timedelta(days=40)))  # a day without partition: the default one
     kept = store(event(occurred_at=now - timedelta(days=6, hours=23)), event(occurred_at=now - timedelta(days=2)))
 
-    result = services.prune_events(now=now)
+    result = retention.prune_events(now=now)
 
     assert result.dropped_partitions == tuple(f"tracker_accessevent_p202603{day:02}" for day in range(9, 13))
     assert result.deleted == 1
     assert AccessEvent.objects.count() == kept == 2
-    assert services.prune_events(now=now).dropped_partitions == ()
+    assert retention.prune_events(now=now).dropped_partitions == ()

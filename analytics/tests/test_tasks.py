@@ -5,8 +5,9 @@ from celery.schedules import crontab
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from analytics import services, tasks
+from analytics import tasks
 from analytics.models import HourlyStat
+from analytics.services import aggregation
 from tracker.models import AccessEvent
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +24,7 @@ def test_the_beat_schedule_runs_aggregation_hourly_and_pruning_and_backups_daily
 
 
 def test_the_hourly_task_aggregates_the_recent_hours(store, event):
-    hour = services.last_complete_hour()
+    hour = aggregation.last_complete_hour(now=timezone.now())
     store(event(occurred_at=hour + timedelta(minutes=3)), event(occurred_at=hour - timedelta(minutes=3)))
 
     assert tasks.aggregate_recent_hours_task() == 2

@@ -8,8 +8,8 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 from django_ratelimit.core import _get_window
 
-from analytics import services as analytics_services
-from analytics.queries import floor_time
+from analytics.periods import floor_time
+from analytics.services import aggregation
 from endpointstats.celery import app
 from tracker import services as tracker_services
 
@@ -94,7 +94,7 @@ def traffic(make_event):
     tracker_services.store_events(events)
     hours = [first, first + HOUR]
     for hour in hours:
-        analytics_services.aggregate_hour(hour=hour, now=now)
+        aggregation.aggregate_hour(hour=hour, now=now)
     return Traffic(now=now, hours=hours)
 
 

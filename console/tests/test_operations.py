@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from analytics import backups
 from analytics.models import HourlyStat
-from analytics.queries import floor_time
+from analytics.periods import floor_time
 from console.models import TaskRun
 from console.tests.conftest import park
 from tracker import buffer, services

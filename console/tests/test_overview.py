@@ -11,8 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from analytics import backups
-from analytics import services as analytics_services
-from analytics.queries import floor_time
+from analytics.periods import floor_time
+from analytics.services import aggregation
 from console import queries
 from console.tests.conftest import far_from_window_end, park
 from ratelimit import services as ratelimit_services
@@ -147,7 +147,7 @@ def test_the_overview_runs_a_fixed_number_of_queries_whatever_the_number_of_even
 
     def measure():
         for hour in hours:
-            analytics_services.aggregate_hour(hour=hour, now=now)
+            aggregation.aggregate_hour(hour=hour, now=now)
         cache.delete_pattern("*console:p95*")
         with CaptureQueriesContext(connection) as captured:
             response = admin_client_.get(reverse("admin:index"))

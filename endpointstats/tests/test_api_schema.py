@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from analytics import services
+from analytics.services import tokens
 from tracker.tests.processes import REPO, gunicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the servers must see the committed token
@@ -81,7 +81,7 @@ def run_schemathesis(url: str, token: str, tmp_path) -> subprocess.CompletedProc
 
 
 def test_the_web_roles_schema_tells_the_truth(tmp_path):
-    _, token = services.create_token(name="schemathesis")
+    _, token = tokens.create_token(name="schemathesis")
     env = server_env(
         RATELIMIT_SHADOW="true",  # limits count but never refuse: the API is under test, not the limits
         ANALYTICS_COLLECT_NEW_ENDPOINTS_PER_TOKEN="1000000",  # every generated name is new

@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from analytics import queries, services
+from analytics.periods import floor_time
+from analytics.services import aggregation
 
 
 def _parse(value: str, *, what: str) -> datetime:
@@ -34,9 +35,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, hour=None, since=None, **options):
         now = timezone.now()
-        end = services.last_complete_hour(now=now) + timedelta(hours=1)
+        end = aggregation.last_complete_hour(now=now) + timedelta(hours=1)
         if hour:
-            start = queries.floor_time(_parse(hour, what="--hour"), timedelta(hours=1))
+            start = floor_time(_parse(hour, what="--hour"), timedelta(hours=1))
             end = start + timedelta(hours=1)
         elif since:
             start = _parse(since, what="--since")
@@ -53,7 +54,7 @@ class Command(BaseCommand):
             )
             self.stdout.flush()
 
-        result = services.aggregate_hours(start=start, end=end, now=now, progress=progress)
+        result = aggregation.aggregate_hours(start=start, end=end, now=now, progress=progress)
         self.stdout.write("")
         message = f"Aggregated {result.hours} hour(s) into {result.rows} HourlyStat row(s)."
         if result.skipped_too_old:

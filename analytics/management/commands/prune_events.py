@@ -1,8 +1,9 @@
 """manage.py prune_events: drop day partitions and delete raw events older than ANALYTICS_RETENTION_DAYS."""
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
-from analytics import services
+from analytics.services import retention
 
 
 class Command(BaseCommand):
@@ -20,7 +21,9 @@ class Command(BaseCommand):
             self.stdout.write(f"\rdeleted {deleted:,} events in {batches} batch(es)", ending="")
             self.stdout.flush()
 
-        result = services.prune_events(batch_size=batch_size, pause_seconds=pause, progress=progress)
+        result = retention.prune_events(
+            now=timezone.now(), batch_size=batch_size, pause_seconds=pause, progress=progress
+        )
         self.stdout.write("")
         if result.dropped_partitions:
             self.stdout.write(
