@@ -376,8 +376,9 @@ def _spread(values: list[float], fmt: str = ".0f") -> str:
 
 
 def _report(runs: list[dict], idle: list[dict], copies: list[float], *, batch_size: int, payload_bytes: float) -> str:
-    from tracker.buffer import CHUNK as buffer_chunk
+    from tracker.buffer import CHUNK
 
+    buffer_chunk = int(os.environ.get("BENCH_DRAIN_CHUNK") or CHUNK)  # as drainproc.py applies it
     median = benchlib.median
     by = {count: [run for run in runs if run["drains"] == count] for count in DRAINS}
     rate = {count: median([run["rate"] for run in by[count]]) for count in DRAINS}

@@ -43,6 +43,8 @@ def main() -> None:
 
     from tracker import buffer, services
 
+    if os.environ.get("BENCH_DRAIN_CHUNK"):  # try another entries-per-command than the product's
+        buffer.CHUNK = int(os.environ["BENCH_DRAIN_CHUNK"])
     totals = dict.fromkeys(("read", "_store_batch", "settle"), 0.0)
     timed(buffer, "read", totals)
     timed(services, "_store_batch", totals)
