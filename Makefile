@@ -49,6 +49,7 @@ superuser: $(STAMP) .secret_key
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # one-way dependencies between and inside apps (pyproject.toml, docs/ARCHITECTURE.md)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/shellcheck -x deploy/minikube.sh scripts/run.sh scripts/manage.sh scripts/env.sh .ci/run
 

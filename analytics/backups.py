@@ -22,7 +22,6 @@ import psycopg2
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
-from django.utils import timezone
 from redis.exceptions import RedisError
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
@@ -51,7 +50,7 @@ def exclusive(*, timeout_seconds: int = 6 * 3600) -> Iterator[None]:
             cache.delete(LOCK_KEY)
 
 
-def write_backup(*, using: str = "default", progress: Progress | None = None, now: datetime | None = None) -> Path:
+def write_backup(*, now: datetime, using: str = "default", progress: Progress | None = None) -> Path:
     """Back up the database into BACKUP_DIR and return the new file; keeps the newest BACKUP_KEEP.
 
     PostgreSQL: `pg_dump --format=custom` (consistent snapshot, no locks beyond ACCESS SHARE).
@@ -62,7 +61,7 @@ def write_backup(*, using: str = "default", progress: Progress | None = None, no
     folder.mkdir(parents=True, exist_ok=True)
     db = connections[using].settings_dict
     is_postgres = connections[using].vendor == "postgresql"
-    stamp = (now or timezone.now()).strftime("%Y%m%dT%H%M%SZ")
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
     suffix = "dump" if is_postgres else "sqlite3"
     target = folder / f"endpointstats-{stamp}.{suffix}"
     n = 1

@@ -34,6 +34,6 @@ def backup_database_task() -> str:
     """Daily: write a backup into BACKUP_DIR; returns its path ('' if another backup was running)."""
     try:
         with backups.exclusive():
-            return str(backups.write_backup())
+            return str(backups.write_backup(now=timezone.now()))
     except backups.BackupAlreadyRunning:
         return ""

@@ -77,7 +77,7 @@ def _aggregate(params: dict) -> Outcome:
 
 def _backup(params: dict) -> Outcome:
     with backups.exclusive():
-        path = backups.write_backup()
+        path = backups.write_backup(now=timezone.now())
     return None, f"wrote {path.name} ({path.stat().st_size / 1e6:,.1f} MB) in {settings.BACKUP_DIR}"
 
 

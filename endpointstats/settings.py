@@ -265,6 +265,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(paths.beat_schedule_file())  # beat's bookkeeping, per checkout
+# How often the running hour's rollups advance (the beat entry below; a float: tests run it sub-second).
+ANALYTICS_LIVE_AGGREGATION_SECONDS = env_float("ANALYTICS_LIVE_AGGREGATION_SECONDS", 60)
 # The beat schedule lives here and only here; beat runs as a singleton role.
 CELERY_BEAT_SCHEDULE = {
     "drain-events": {  # keeps buffered events flowing into PostgreSQL
@@ -280,7 +282,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "analytics-aggregate-live": {  # the running hour, so queries read few raw events
         "task": "analytics.tasks.aggregate_live_task",
-        "schedule": env_float("ANALYTICS_LIVE_AGGREGATION_SECONDS", 60),
+        "schedule": ANALYTICS_LIVE_AGGREGATION_SECONDS,
         "options": {"expires": 50},
     },
     "tracker-create-event-partitions": {  # AccessEvent day partitions, TRACKING_PARTITION_DAYS_AHEAD ahead
@@ -354,6 +356,10 @@ RATE_LIMITS_RELOAD_SECONDS = env_float("RATE_LIMITS_RELOAD_SECONDS", 1)  # at mo
 RATELIMIT_FAIL_OPEN = env_bool("RATELIMIT_FAIL_OPEN", True)
 RATELIMIT_SHADOW = env_bool("RATELIMIT_SHADOW", False)  # dry run everywhere: count, never refuse
 RATELIMIT_EXEMPT_PATHS = env_list("RATELIMIT_EXEMPT_PATHS", f"/health,/metrics,{_NOT_API_PATHS}")  # path prefixes
+# Clients are counted per address (IPv4 /32) or per network (IPv6 /64: a host usually owns one);
+# django-ratelimit reads the same names.
+RATELIMIT_IPV4_MASK = env_int("RATELIMIT_IPV4_MASK", 32)
+RATELIMIT_IPV6_MASK = env_int("RATELIMIT_IPV6_MASK", 64)
 
 # The limiter's /check counts on web's counters, so only callers holding this shared token may
 # use it (`Authorization: Bearer <token>`). Several tokens (comma- or newline-separated) allow a
@@ -370,8 +376,8 @@ ANALYTICS_COLLECT_NEW_ENDPOINTS_PER_TOKEN = env_int("ANALYTICS_COLLECT_NEW_ENDPO
 ANALYTICS_MAX_POINTS = env_int("ANALYTICS_MAX_POINTS", 10000)
 ANALYTICS_PRUNE_BATCH_SIZE = env_int("ANALYTICS_PRUNE_BATCH_SIZE", 10000)
 ANALYTICS_REAGGREGATE_HOURS = env_int("ANALYTICS_REAGGREGATE_HOURS", 3)  # late events are picked up this long
-# The running hour is aggregated every ANALYTICS_LIVE_AGGREGATION_SECONDS up to this long ago (drain lag).
-ANALYTICS_LIVE_AGGREGATION_SECONDS = env_int("ANALYTICS_LIVE_AGGREGATION_SECONDS", 60)
+# The running hour is aggregated every ANALYTICS_LIVE_AGGREGATION_SECONDS (above, with the beat
+# schedule) up to this long ago (drain lag).
 ANALYTICS_LIVE_LAG_SECONDS = env_int("ANALYTICS_LIVE_LAG_SECONDS", 30)
 ANALYTICS_CACHE_SECONDS = env_int("ANALYTICS_CACHE_SECONDS", 3600)  # merged complete hours, invalidated on change
 # What is stored of a client address: none (as is), truncate (IPv4 /24, IPv6 /48) or hash (keyed).
@@ -380,6 +386,7 @@ if ANALYTICS_CLIENT_IP_PRIVACY not in {"none", "truncate", "hash"}:
     raise ImproperlyConfigured("ANALYTICS_CLIENT_IP_PRIVACY must be none, truncate or hash.")
 ANALYTICS_CLIENT_IP_HASH_KEY = env_secret("ANALYTICS_CLIENT_IP_HASH_KEY", SECRET_KEY)
 GEOIP_PATH = env("GEOIP_PATH", "")  # a MaxMind country .mmdb (or its folder); empty: the bundled iptocc data
+GEOIP_COUNTRY = env("GEOIP_COUNTRY", "GeoLite2-Country.mmdb")  # the file read when GEOIP_PATH is a folder
 BACKUP_DIR = Path(env("BACKUP_DIR", str(BASE_DIR / "backups")))
 BACKUP_KEEP = env_int("BACKUP_KEEP", 7)  # newest backups kept
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-from ratelimit import rules, services
+from ratelimit import rules
 from ratelimit.rules import RuleSet
 from tracker import health
 
@@ -18,6 +18,11 @@ class LimitsInForce:
     shadow: bool
     fail_open: bool
     exempt_paths: list[str]
+
+
+def refusals_key(minute: int) -> str:
+    """The cache key counting the refusals of one minute (Unix time // 60), cluster-wide."""
+    return f"ratelimit:refusals:{minute}"
 
 
 def limits_in_force() -> LimitsInForce:
@@ -43,6 +48,6 @@ def refusals_per_minute(*, minutes: int = 5, now: float | None = None) -> list[i
     Raises the cache's error if it is unreachable.
     """
     current = int((time.time() if now is None else now) // 60)
-    keys = [services.refusals_key(minute) for minute in range(current - minutes + 1, current + 1)]
+    keys = [refusals_key(minute) for minute in range(current - minutes + 1, current + 1)]
     found = cache.get_many(keys)
     return [int(found.get(key) or 0) for key in keys]

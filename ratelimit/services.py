@@ -41,6 +41,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ratelimit import rules as rules_module
 from ratelimit.metrics import DECISIONS, NEAR_LIMIT
+from ratelimit.queries import refusals_key
 from ratelimit.rules import Rate, Rule
 from tracker import redis_direct
 
@@ -124,7 +125,7 @@ def client_key(ip: str | None) -> str:
     """
     if not ip:
         return UNKNOWN_CLIENT
-    return _client_key(ip, getattr(settings, "RATELIMIT_IPV4_MASK", 32), getattr(settings, "RATELIMIT_IPV6_MASK", 64))
+    return _client_key(ip, settings.RATELIMIT_IPV4_MASK, settings.RATELIMIT_IPV6_MASK)
 
 
 @functools.lru_cache(maxsize=4096)  # parsing an address costs more than the rest of a decision's Python
@@ -189,11 +190,6 @@ def _decisions(endpoint: str, outcome: str):
 @functools.cache
 def _near_limit(endpoint: str):
     return NEAR_LIMIT.labels(endpoint=endpoint)
-
-
-def refusals_key(minute: int) -> str:
-    """The cache key counting the refusals of one minute (Unix time // 60), cluster-wide."""
-    return f"ratelimit:refusals:{minute}"
 
 
 REFUSALS_KEEP_SECONDS = 3600

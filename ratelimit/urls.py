@@ -2,7 +2,6 @@
 
 from django.urls import path
 
-from endpointstats.metrics import metrics
 from ratelimit.api import views
 from tracker.api.views import HealthLiveView
 
@@ -12,5 +11,4 @@ urlpatterns = [
     path("health", views.LimiterHealthView.as_view(), name="health"),
     path("health/live", HealthLiveView.as_view(), name="health-live"),
     path("health/ready", views.LimiterHealthView.as_view(readiness=True), name="health-ready"),
-    path("metrics", metrics, name="metrics"),
 ]

@@ -42,7 +42,7 @@ class Event:
     client_ip: str | None = None
     user_agent: str = ""
     pod_name: str = ""
-    country: str = ""  # derived at drain time (analytics.geo), before the address is protected
+    country: str = ""  # derived at drain time (tracker.geo), before the address is protected
     event_id: str = field(default_factory=uuid7_hex)
 
     def to_json(self) -> str:

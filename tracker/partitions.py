@@ -4,7 +4,8 @@ The table is partitioned by range of occurred_at, one partition per UTC day
 (tracker_accessevent_pYYYYMMDD), plus a DEFAULT partition that takes any event whose day has
 no partition yet, so no event is ever refused. The beat task creates the coming days ahead
 and moves rows of a day out of the default partition when it creates that day. Retention
-(analytics.services.retention.prune_events) detaches and drops whole days instead of deleting rows.
+(analytics.services.retention.prune_events, through tracker.services.delete_events_before) detaches
+and drops whole days instead of deleting rows.
 
 On SQLite (the embedded default) the table is plain: every function here does nothing.
 """
@@ -19,7 +20,6 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.utils import timezone
 
 from tracker.models import AccessEvent
 
@@ -81,7 +81,7 @@ def day_partitions() -> list[DayPartition]:
     )
 
 
-def create_partitions(*, now: datetime | None = None, days_ahead: int | None = None) -> list[date]:
+def create_partitions(*, now: datetime, days_ahead: int | None = None) -> list[date]:
     """Make sure a partition exists for every day from yesterday to days_ahead
     (TRACKING_PARTITION_DAYS_AHEAD) days from now; returns the days created.
 
@@ -91,7 +91,7 @@ def create_partitions(*, now: datetime | None = None, days_ahead: int | None = N
     """
     if not is_partitioned():
         return []
-    today = (now or timezone.now()).astimezone(UTC).date()
+    today = now.astimezone(UTC).date()
     days_ahead = settings.TRACKING_PARTITION_DAYS_AHEAD if days_ahead is None else days_ahead
     existing = {partition.day for partition in day_partitions()}
     created = []

@@ -5,6 +5,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from datetime import datetime
 
@@ -13,7 +14,7 @@ from django.db import DatabaseError, DataError, IntegrityError, connection, tran
 from django.utils import timezone
 from redis.exceptions import LockError, RedisError, ResponseError
 
-from tracker import buffer, queries, storage
+from tracker import buffer, partitions, queries, storage
 from tracker.events import Event
 from tracker.metrics import (
     DRAIN_BATCH_SECONDS,
@@ -24,6 +25,7 @@ from tracker.metrics import (
     EVENTS_PARKED,
     EVENTS_STORED_DIRECTLY,
 )
+from tracker.models import AccessEvent
 
 logger = logging.getLogger(__name__)
 
@@ -219,3 +221,71 @@ def reset_redis_backoff() -> None:
     """Try Redis again on the next event (tests, and after an operator fixed Redis)."""
     global _redis_retry_at
     _redis_retry_at = 0.0
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted: int
+    batches: int
+    slowest_batch_seconds: float
+    dropped_partitions: tuple[str, ...] = ()
+    dropped_events_estimate: int = 0  # rows of the dropped days, from the planner's statistics
+
+
+def delete_events_before(
+    *,
+    cutoff: datetime,
+    batch_size: int,
+    pause_seconds: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> DeleteResult:
+    """Remove the AccessEvents that occurred before `cutoff` (retention decides it). Counters stay.
+
+    On the partitioned PostgreSQL table whole days go: each day partition that ends before the
+    cutoff is detached, then dropped (milliseconds, whatever its size; a day partly before the
+    cutoff stays until it is wholly before). Only the rows of the default partition (events
+    whose day had no partition) are deleted row by row. Elsewhere (SQLite, or before migration
+    0003) all old rows are deleted.
+
+    Deletes run in bounded batches, each its own short transaction (row locks on at most
+    batch_size rows, found through the occurred_at index), so inserts and reads carry on
+    meanwhile. On PostgreSQL a plain VACUUM follows, which makes the freed space reusable at
+    once (no table lock, unlike VACUUM FULL). Idempotent and safe to run twice at once.
+    """
+    table = AccessEvent._meta.db_table
+    dropped: list[partitions.DroppedPartition] = []
+    if partitions.is_partitioned():
+        dropped = partitions.drop_partitions_before(cutoff=cutoff)
+        table = partitions.DEFAULT_PARTITION
+    deleted = batches = 0
+    slowest = 0.0
+    while True:
+        started = time.monotonic()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE id IN "
+                f"(SELECT id FROM {table} WHERE occurred_at < %s ORDER BY occurred_at LIMIT %s)",
+                [cutoff, batch_size],
+            )
+            count = cursor.rowcount
+        slowest = max(slowest, time.monotonic() - started)
+        if count <= 0:
+            break
+        deleted += count
+        batches += 1
+        if progress:
+            progress(deleted, batches)
+        if count < batch_size:
+            break
+        if pause_seconds:
+            time.sleep(pause_seconds)
+    if deleted and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(f"VACUUM (ANALYZE) {table}")
+    return DeleteResult(
+        deleted=deleted,
+        batches=batches,
+        slowest_batch_seconds=slowest,
+        dropped_partitions=tuple(partition.name for partition in dropped),
+        dropped_events_estimate=sum(partition.estimated_rows for partition in dropped),
+    )

@@ -14,8 +14,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F
 
-from analytics import geo
-from tracker import queries
+from tracker import geo, queries
 from tracker.clients import is_ip_address
 from tracker.events import Event
 from tracker.models import AccessEvent, EndpointStat

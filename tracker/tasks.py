@@ -1,4 +1,5 @@
 from celery import shared_task
+from django.utils import timezone
 
 from tracker import buffer, partitions, services
 
@@ -21,4 +22,4 @@ def drain_shard_task(shard: int) -> int:
 @shared_task(ignore_result=True, acks_late=True)  # idempotent: a day that exists is skipped
 def create_event_partitions_task() -> int:
     """Hourly: AccessEvent partitions for the next TRACKING_PARTITION_DAYS_AHEAD days; returns how many were created."""
-    return len(partitions.create_partitions())
+    return len(partitions.create_partitions(now=timezone.now()))

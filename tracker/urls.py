@@ -1,6 +1,5 @@
 from django.urls import path
 
-from endpointstats.metrics import metrics
 from tracker.api import views
 
 urlpatterns = [
@@ -9,5 +8,4 @@ urlpatterns = [
     path("health", views.HealthView.as_view(), name="health"),
     path("health/live", views.HealthLiveView.as_view(), name="health-live"),
     path("health/ready", views.HealthView.as_view(readiness=True), name="health-ready"),
-    path("metrics", metrics, name="metrics"),
 ]

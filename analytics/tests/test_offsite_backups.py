@@ -113,7 +113,7 @@ def test_a_backup_goes_offsite_and_a_restore_from_there_gives_every_row_back(
     store(*[event(endpoint=f"/e{i % 3}", occurred_at=now) for i in range(25)])
     tokens.create_token(name="svc")
 
-    path = backups.write_backup()
+    path = backups.write_backup(now=timezone.now())
 
     listed = client.list_objects_v2(Bucket=bucket)["Contents"]
     assert [item["Key"] for item in listed] == [f"endpointstats/backups/{path.name}"]
@@ -138,7 +138,7 @@ def test_a_backup_that_cannot_go_offsite_fails_and_is_not_recorded_as_a_success(
     cache.delete(backups.LAST_SUCCESS_KEY)
 
     with pytest.raises(backups.BackupError, match="Off-site copy of endpointstats-.* failed"):
-        backups.write_backup()
+        backups.write_backup(now=timezone.now())
 
     assert cache.get(backups.LAST_SUCCESS_KEY) is None
     assert len(backups.list_backups()) == 1  # the local file is kept for a retry

@@ -3,8 +3,11 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from endpointstats.metrics import metrics
+
 urlpatterns = [
     path("", include("ratelimit.urls")),
+    path("metrics", metrics, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
 

@@ -6,6 +6,8 @@ from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from endpointstats.metrics import metrics
+
 
 class HtmlOptionsMixin:
     """OPTIONS names the methods only: DRF's metadata answer has no HTML template (it was a 500)."""
@@ -24,6 +26,7 @@ class RedocView(HtmlOptionsMixin, SpectacularRedocView):
 
 urlpatterns = [
     path("", include("tracker.urls")),
+    path("metrics", metrics, name="metrics"),
     path("", include("analytics.urls")),
     path(settings.ADMIN_PATH, admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from analytics import backups
 
@@ -35,7 +36,7 @@ class Command(BaseCommand):
 
         try:
             with backups.exclusive():
-                path = backups.write_backup(progress=progress)
+                path = backups.write_backup(now=timezone.now(), progress=progress)
         except backups.BackupError as error:
             raise CommandError(str(error))
         except OSError as error:

@@ -10,12 +10,11 @@ import hashlib
 import hmac
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import iptocc
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-
-PRIVACY_MODES = ("none", "truncate", "hash")
 
 
 def countries(addresses: list[str | None]) -> list[str]:
@@ -63,8 +62,8 @@ def _is_public(address: str | None) -> bool:
 
 
 @functools.cache
-def _maxmind_reader():
-    path = getattr(settings, "GEOIP_PATH", "") or ""
+def _maxmind_reader() -> Any:  # a geoip2.database.Reader (an optional package) or None
+    path = settings.GEOIP_PATH
     if not path:
         return None
     try:
@@ -73,11 +72,11 @@ def _maxmind_reader():
         raise ImproperlyConfigured("GEOIP_PATH is set: install the geoip2 package to read it.") from None
     file = Path(path)
     if file.is_dir():
-        file = file / getattr(settings, "GEOIP_COUNTRY", "GeoLite2-Country.mmdb")
+        file = file / settings.GEOIP_COUNTRY
     return geoip2.database.Reader(str(file))
 
 
-def _maxmind_country(reader, address: str) -> str:
+def _maxmind_country(reader: Any, address: str) -> str:
     try:
         return reader.country(address).country.iso_code or ""
     except Exception:  # noqa: BLE001 - an address missing from the database has no country
