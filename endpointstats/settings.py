@@ -128,7 +128,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "tracker",
-    "ratelimit",
+    "ratelimit.apps.RatelimitConfig",  # app label "limits" (django-ratelimit owns "ratelimit")
     "analytics",
     "console.apps.ConsoleConfig",  # the ops console in the admin; above the other apps (imports them)
 ]

@@ -81,7 +81,7 @@ class RuleSet:
     def rule_for(self, endpoint: str) -> Rule:
         return self.rules.get(endpoint) or self.rules[DEFAULT_KEY]
 
-    def names(self, endpoint: str) -> bool:
+    def has_own_rule(self, endpoint: str) -> bool:
         """Whether the endpoint has a rule of its own (not the default)."""
         return endpoint != DEFAULT_KEY and endpoint in self.rules
 

@@ -154,7 +154,7 @@ def check_rate(*, endpoint: str, client_ip: str | None, bounded_endpoint: bool =
     rule = rules.rule_for(endpoint)
     shadow = rule.shadow or settings.RATELIMIT_SHADOW
     client = client_key(client_ip)
-    label = endpoint if bounded_endpoint or rules.names(endpoint) else OTHER_ENDPOINT
+    label = endpoint if bounded_endpoint or rules.has_own_rule(endpoint) else OTHER_ENDPOINT
     usages = _count(endpoint=endpoint, client=client, rule=rule)
     if usages is None:
         allowed = settings.RATELIMIT_FAIL_OPEN or shadow  # a dry run never refuses, not even failing closed

@@ -223,10 +223,10 @@ class Suite:
     # --- checks ----------------------------------------------------------------------------------
 
     def reaggregate(self) -> None:
-        """manage.py aggregate_hourly --since <the stack's first hour>: the hourly task's service."""
+        """manage.py aggregate_hours --since <the stack's first hour>: the hourly task's service."""
         since = time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(self.started_at - 3600))
         subprocess.run(
-            [sys.executable, "manage.py", "aggregate_hourly", "--since", since], cwd=REPO,
+            [sys.executable, "manage.py", "aggregate_hours", "--since", since], cwd=REPO,
             env=self.stack.env_for("worker"), capture_output=True, timeout=600, check=True,
         )  # fmt: skip
 

@@ -247,7 +247,7 @@ def task_durations(stack: Stack) -> dict[str, float]:
     """The periodic tasks' work, run once as operators run it, timed (sizes the task time limits)."""
     today = time.strftime("%Y-%m-%d", time.gmtime())
     timings = {}
-    for name, command in (("aggregate today", ["aggregate_hourly", "--since", today]), ("backup", ["backup"])):
+    for name, command in (("aggregate today", ["aggregate_hours", "--since", today]), ("backup", ["backup"])):
         started = time.monotonic()
         subprocess.run(
             [sys.executable, "manage.py", *command], cwd=REPO, env=stack.env_for("worker"), capture_output=True,

@@ -2,12 +2,15 @@
 
 store_payloads takes buffered JSON payloads on PostgreSQL; store_with_orm is the portable
 path. Both are idempotent by event id, add exactly the newly stored events to the
-per-endpoint counters, derive countries and apply the endpoint cap. Call inside a transaction.
+per-endpoint counters (one _Counter per endpoint, computed the same way for both), derive
+countries and apply the endpoint cap. Call inside a transaction.
 """
 
 import io
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
 from django.conf import settings
@@ -202,8 +205,79 @@ def store_payloads(payloads: list[bytes | str]) -> tuple[int, datetime | None]:
         return _merge_payloads(payloads)
 
 
-def _copy_new_payloads(payloads: list[bytes | str]) -> tuple[int, datetime | None]:
-    """COPY events straight into the table and add them to the counters; IntegrityError if any is stored."""
+class _Row(NamedTuple):
+    """One event as stored (AccessEvent's columns, in _COLUMNS order): what COPY writes per line."""
+
+    event_id: str
+    endpoint: str
+    method: str
+    status_code: int | None
+    is_error: bool
+    duration_ms: float | None
+    client_ip: str | None
+    user_agent: str
+    pod_name: str
+    country: str
+    occurred_at: datetime
+
+
+@dataclass
+class _Counter:
+    """What one batch adds to an endpoint's EndpointStat row (_COUNTER_COLUMNS, the "last" fields
+    from its newest event; ties go to the later one in the batch)."""
+
+    endpoint: str
+    last_accessed_at: datetime
+    last_response_time_ms: float | None
+    last_client_ip: str | None
+    last_pod_name: str
+    access_count: int = 0
+    success_count: int = 0
+    error_count: int = 0
+    total_response_time_ms: float = 0.0
+
+    def add(self, row: _Row | Event) -> None:
+        self.access_count += 1
+        if row.is_error:
+            self.error_count += 1
+        else:
+            self.success_count += 1
+        self.total_response_time_ms += float(row.duration_ms or 0)
+        if row.occurred_at >= self.last_accessed_at:
+            self.last_accessed_at, self.last_response_time_ms = row.occurred_at, row.duration_ms
+            self.last_client_ip, self.last_pod_name = row.client_ip, row.pod_name
+
+    def columns(self) -> tuple[object, ...]:
+        """The values in _COUNTER_COLUMNS order."""
+        return (
+            self.endpoint,
+            self.access_count,
+            self.success_count,
+            self.error_count,
+            self.total_response_time_ms,
+            self.last_accessed_at,
+            self.last_response_time_ms,
+            self.last_client_ip,
+            self.last_pod_name,
+        )
+
+
+def _count(rows: Sequence[_Row | Event]) -> dict[str, _Counter]:
+    """Per endpoint, what these rows (or events: the same fields) add to the counters."""
+    counters: dict[str, _Counter] = {}
+    for row in rows:
+        counter = counters.get(row.endpoint)
+        if counter is None:
+            counters[row.endpoint] = counter = _Counter(
+                row.endpoint, row.occurred_at, row.duration_ms, row.client_ip, row.pod_name
+            )
+        counter.add(row)
+    return counters
+
+
+def _rows_from_payloads(payloads: list[bytes | str]) -> list[_Row]:
+    """Decode buffered payloads into rows: countries derived, addresses protected, endpoints capped.
+    Raises DataError if any payload is unreadable."""
     try:
         events = [orjson.loads(payload) for payload in payloads]
         addresses = list(dict.fromkeys(event.get("client_ip") for event in events if event.get("client_ip")))
@@ -213,81 +287,74 @@ def _copy_new_payloads(payloads: list[bytes | str]) -> tuple[int, datetime | Non
             moment = float(event["occurred_at"])
             first_seen[event["endpoint"]] = min(first_seen.get(event["endpoint"], moment), moment)
         overflowing = _overflowing_endpoints(sorted(first_seen, key=lambda name: (first_seen[name], name)))
-        lines, counters = [], {}
+        rows = []
         for event in events:
             endpoint = event["endpoint"]
-            if endpoint in overflowing:
-                endpoint = settings.TRACKING_OVERFLOW_ENDPOINT
-            country, client_ip = located.get(
-                event.get("client_ip"), (event.get("country") or "", event.get("client_ip"))
-            )
-            occurred_at = datetime.fromtimestamp(float(event["occurred_at"]), tz=UTC)
-            duration_ms = event.get("duration_ms")
             is_error = event.get("is_error") or False
             if not isinstance(is_error, bool):
                 raise TypeError(f"is_error must be true or false, not {is_error!r}")
-            pod_name = event.get("pod_name") or ""
-            lines.append(
-                _copy_line(
-                    event["event_id"],
-                    endpoint,
-                    event.get("method") or "",
-                    event.get("status_code"),
-                    is_error,
-                    duration_ms,
-                    client_ip,
-                    event.get("user_agent") or "",
-                    pod_name,
-                    country,
-                    occurred_at,
+            country, client_ip = located.get(
+                event.get("client_ip"), (event.get("country") or "", event.get("client_ip"))
+            )
+            rows.append(
+                _Row(
+                    event_id=event["event_id"],
+                    endpoint=settings.TRACKING_OVERFLOW_ENDPOINT if endpoint in overflowing else endpoint,
+                    method=event.get("method") or "",
+                    status_code=event.get("status_code"),
+                    is_error=is_error,
+                    duration_ms=event.get("duration_ms"),
+                    client_ip=client_ip,
+                    user_agent=event.get("user_agent") or "",
+                    pod_name=event.get("pod_name") or "",
+                    country=country,
+                    occurred_at=datetime.fromtimestamp(float(event["occurred_at"]), tz=UTC),
                 )
             )
-            counter = counters.get(endpoint)
-            if counter is None:
-                counters[endpoint] = counter = [endpoint, 0, 0, 0, 0.0, occurred_at, duration_ms, client_ip, pod_name]
-            counter[1] += 1
-            counter[3 if is_error else 2] += 1
-            counter[4] += float(duration_ms or 0)
-            if occurred_at >= counter[5]:
-                counter[5:] = [occurred_at, duration_ms, client_ip, pod_name]
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise DataError(f"unreadable buffered event: {error!r}") from error
+    return rows
+
+
+def _copy_new_payloads(payloads: list[bytes | str]) -> tuple[int, datetime | None]:
+    """COPY events straight into the table and add them to the counters; IntegrityError if any is stored."""
+    rows = _rows_from_payloads(payloads)
+    counters = _count(rows)
     with connection.cursor() as cursor:
         with connection.wrap_database_errors:  # COPY runs on the raw cursor: map its errors to Django's
             cursor.cursor.copy_expert(
-                f"COPY {AccessEvent._meta.db_table} ({', '.join(_COLUMNS)}) FROM STDIN", io.StringIO("".join(lines))
+                f"COPY {AccessEvent._meta.db_table} ({', '.join(_COLUMNS)}) FROM STDIN",
+                io.StringIO("".join(_copy_line(row) for row in rows)),
             )
         cursor.execute(
             f"INSERT INTO {EndpointStat._meta.db_table} AS stat ({_COUNTER_COLUMNS}) "
             f"SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::double precision[],"
             f" %s::timestamptz[], %s::double precision[], %s::inet[], %s::text[]) {_COUNTER_CONFLICT}",
             # Sorted by endpoint: concurrent drains lock counter rows in one order and cannot deadlock.
-            [list(column) for column in zip(*(counters[name] for name in sorted(counters)), strict=True)],
+            [list(column) for column in zip(*(counters[name].columns() for name in sorted(counters)), strict=True)],
         )
-    return len(events), min(counter[5] for counter in counters.values()) if counters else None
+    return len(rows), min((row.occurred_at for row in rows), default=None)
 
 
-def _copy_line(event_id, endpoint, method, status_code, is_error, duration_ms, client_ip, user_agent, pod_name,
-               country, occurred_at) -> str:  # fmt: skip
+def _copy_line(row: _Row) -> str:
     """One row of COPY's text format, in _COLUMNS order (called per event: kept to one f-string)."""
+    event_id, endpoint, method, status_code, is_error, duration_ms, client_ip, user_agent, pod_name, country, at = row
     line = (
         f"{event_id}\t{endpoint}\t{method}\t{_NULL if status_code is None else status_code}\t"
         f"{'t' if is_error else 'f'}\t{_NULL if duration_ms is None else duration_ms}\t"
-        f"{_NULL if client_ip is None else client_ip}\t{user_agent}\t{pod_name}\t{country}\t{occurred_at.isoformat()}"
+        f"{_NULL if client_ip is None else client_ip}\t{user_agent}\t{pod_name}\t{country}\t{at.isoformat()}"
     )
     texts = f"{event_id}{endpoint}{method}{client_ip}{user_agent}{pod_name}{country}"
     if "\\" in texts or "\n" in line or "\r" in line or line.count("\t") != len(_COLUMNS) - 1:
         # Rare: a value holds a tab, newline or backslash. Escape value by value.
-        values = (event_id, endpoint, method, status_code, is_error, duration_ms, client_ip, user_agent,
-                  pod_name, country, occurred_at)  # fmt: skip
-        line = "\t".join(_copy_value(value) for value in values)
+        line = "\t".join(_copy_value(value) for value in row)
     return line + "\n"
 
 
 _NULL = r"\N"
 
 
-def _copy_value(value) -> str:
+def _copy_value(value: object) -> str:
     if value is None:
         return _NULL
     if isinstance(value, bool):
@@ -348,33 +415,24 @@ def store_with_orm(events: list[Event]) -> int:
         if event.event_id not in seen:
             fresh.setdefault(event.event_id, event)
     AccessEvent.objects.bulk_create(AccessEvent(**_fields(event)) for event in fresh.values())
-    for endpoint, group in sorted(_group_by_endpoint(fresh.values()).items()):  # one lock order
-        last = max(group, key=lambda e: e.occurred_at)
+    for endpoint, counter in sorted(_count(list(fresh.values())).items()):  # one lock order
         stat, _ = EndpointStat.objects.get_or_create(endpoint=endpoint)
-        errors = sum(1 for e in group if e.is_error)
-        changes = {
-            "access_count": F("access_count") + len(group),
-            "success_count": F("success_count") + len(group) - errors,
-            "error_count": F("error_count") + errors,
-            "total_response_time_ms": F("total_response_time_ms") + sum(e.duration_ms or 0 for e in group),
+        changes: dict[str, object] = {
+            "access_count": F("access_count") + counter.access_count,
+            "success_count": F("success_count") + counter.success_count,
+            "error_count": F("error_count") + counter.error_count,
+            "total_response_time_ms": F("total_response_time_ms") + counter.total_response_time_ms,
         }
-        if stat.last_accessed_at is None or last.occurred_at >= stat.last_accessed_at:
+        if stat.last_accessed_at is None or counter.last_accessed_at >= stat.last_accessed_at:
             changes |= {
-                "last_accessed_at": last.occurred_at,
-                "last_response_time_ms": last.duration_ms,
-                "last_client_ip": last.client_ip,
-                "last_pod_name": last.pod_name,
+                "last_accessed_at": counter.last_accessed_at,
+                "last_response_time_ms": counter.last_response_time_ms,
+                "last_client_ip": counter.last_client_ip,
+                "last_pod_name": counter.last_pod_name,
             }
         EndpointStat.objects.filter(pk=stat.pk).update(**changes)
     return len(fresh)
 
 
-def _fields(event: Event) -> dict:
+def _fields(event: Event) -> dict[str, object]:
     return {column: getattr(event, column) for column in _COLUMNS}
-
-
-def _group_by_endpoint(events) -> dict[str, list[Event]]:
-    groups: dict[str, list[Event]] = {}
-    for event in events:
-        groups.setdefault(event.endpoint, []).append(event)
-    return groups

@@ -134,8 +134,8 @@ def test_the_backfill_command_reports_progress_and_is_idempotent(store, event, c
     hour = aggregation.last_complete_hour(now=timezone.now()) - timedelta(hours=3)
     store(event(occurred_at=hour), event(occurred_at=hour + timedelta(hours=2)))
 
-    call_command("aggregate_hourly", since=(hour - timedelta(hours=1)).isoformat())
-    call_command("aggregate_hourly", hour=(hour + timedelta(minutes=30)).isoformat())
+    call_command("aggregate_hours", since=(hour - timedelta(hours=1)).isoformat())
+    call_command("aggregate_hours", hour=(hour + timedelta(minutes=30)).isoformat())
 
     out = capsys.readouterr().out
     assert "5/5 hours" in out and "Aggregated 5 hour(s) into 2 HourlyStat row(s)." in out
@@ -149,7 +149,7 @@ def test_the_backfill_command_rejects_a_bad_date():
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="not a date"):
-        call_command("aggregate_hourly", since="last tuesday")
+        call_command("aggregate_hours", since="last tuesday")
 
 
 def test_the_running_hour_is_aggregated_up_to_a_moment_ago_and_raw_events_fill_the_rest(store, event, settings):

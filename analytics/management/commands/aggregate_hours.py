@@ -1,4 +1,4 @@
-"""manage.py aggregate_hourly [--hour H | --since DATE]: roll raw events into HourlyStat (idempotent)."""
+"""manage.py aggregate_hours [--hour H | --since DATE]: roll raw events into HourlyStat (idempotent)."""
 
 from datetime import UTC, datetime, timedelta
 
