@@ -11,7 +11,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from urllib.parse import urlparse, urlunparse
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/bench_x.py`: make the project importable
     sys.path.insert(0, str(ROOT))
+
+from system.processes import free_port, start_gunicorn, stop_process_group  # noqa: E402 - needs the path above
 
 
 class BenchError(Exception):
@@ -96,12 +97,6 @@ def delete_redis_keys(prefix: str) -> None:
     keys = list(client.scan_iter(f"{prefix}:*", count=1000))
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start : start + 1000])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def median(values: list[float]) -> float:
@@ -208,9 +203,6 @@ class GunicornRole:
         process_env = os.environ | {
             "DATABASE_URL": database_url,
             "CACHE_KEY_PREFIX": key_prefix,
-            f"{role.upper()}_PORT": str(self.port),
-            "BIND_HOST": "127.0.0.1",
-            "WEB_CONCURRENCY": "2",
             "TRACKING_ENABLED": "true" if tracking else "false",
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"prometheus-{self.label}"),
             "GUNICORN_ACCESS_LOG": "false",
@@ -219,13 +211,7 @@ class GunicornRole:
         process_env.pop("DJANGO_SETTINGS_MODULE", None)  # the project's settings, unless env names others
         process_env |= env
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", f"python:endpointstats.gunicorn_{role}"],
-            cwd=ROOT,
-            env=process_env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        self.process = start_gunicorn(role=role, port=self.port, env=process_env, workers=2, stdout=self.log)
 
     @property
     def url(self) -> str:
@@ -256,13 +242,7 @@ class GunicornRole:
 
     def stop(self) -> None:
         """Terminate (kill after 20 s) and close the log; safe to call when it already exited."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process_group(self.process, timeout=20)
         self.log.close()
 
 

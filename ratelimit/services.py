@@ -44,6 +44,7 @@ from ratelimit.metrics import DECISIONS, NEAR_LIMIT
 from ratelimit.queries import refusals_key
 from ratelimit.rules import Rate, Rule
 from tracker import redis_direct
+from tracker.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ UNKNOWN_CLIENT = "unknown"  # no usable address (misconfigured proxy set-up): su
 OTHER_ENDPOINT = "<other>"  # metric label for /check endpoints without a rule (callers choose those names)
 # After a Redis failure, do not try Redis for this long: a dead Redis then costs a request nothing.
 REDIS_RETRY_AFTER_SECONDS = 1.0
-_redis_retry_at = 0.0
+_counters_backoff = Backoff(REDIS_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -221,13 +222,12 @@ def near_limit_mark(limit: int) -> int:
 
 def _count(*, endpoint: str, client: str, rule: Rule) -> tuple[Usage, ...] | None:
     """Count the request in each of the rule's counters; None if the counters cannot be reached."""
-    global _redis_retry_at
-    if time.monotonic() < _redis_retry_at:
+    if not _counters_backoff.ready():
         return None
     try:
         return count_request(endpoint=endpoint, client=client, policies=rule.policies())
     except (RedisError, ConnectionInterrupted, OSError) as error:
-        _redis_retry_at = time.monotonic() + REDIS_RETRY_AFTER_SECONDS
+        _counters_backoff.failed()
         logger.warning("Rate-limit counters unreachable (%s); failing %s", error, _policy_name())
         return None
     except Exception:  # a bug must not turn into a 500 for every request; the failure policy decides
@@ -310,5 +310,4 @@ def _policy_name() -> str:
 
 def reset_redis_backoff() -> None:
     """Forget a recent Redis failure (tests; a process that knows Redis is back)."""
-    global _redis_retry_at
-    _redis_retry_at = 0.0
+    _counters_backoff.reset()

@@ -17,7 +17,6 @@ import pwd
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from system.processes import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PROCFILE = REPO / "Procfile"
@@ -36,18 +37,6 @@ DATASTORES = REPO / "deploy/kustomize/overlays/minikube/datastores.yaml"
 
 class StackError(Exception):
     """A process of the stack could not start (its log's tail is in the message)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-        return True
-    return False
 
 
 def wait_until(condition, *, timeout: float, what: str, interval: float = 0.1) -> None:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from redis.exceptions import LockError, RedisError, ResponseError
 
 from tracker import buffer, partitions, queries, storage
+from tracker.backoff import Backoff
 from tracker.events import Event
 from tracker.metrics import (
     DRAIN_BATCH_SECONDS,
@@ -35,7 +36,7 @@ REDIS_RETRY_AFTER_SECONDS = 2.0
 # Now and then a drain removes consumers (drain processes) idle this long with nothing pending.
 CONSUMER_SWEEP_CHANCE = 0.01
 CONSUMER_FORGET_SECONDS = 24 * 3600
-_redis_retry_at = 0.0
+_buffer_backoff = Backoff(REDIS_RETRY_AFTER_SECONDS)
 
 
 def record_events(events: list[Event]) -> None:
@@ -45,14 +46,13 @@ def record_events(events: list[Event]) -> None:
     are stored directly (one transaction), so nothing is lost while the database is up.
     Never raises: an event that cannot be kept anywhere is counted and logged.
     """
-    global _redis_retry_at
     if not events:
         return
-    if settings.REDIS_URL and time.monotonic() >= _redis_retry_at:
+    if settings.REDIS_URL and _buffer_backoff.ready():
         try:
             buffer.push([event.to_json() for event in events])
         except RedisError as error:
-            _redis_retry_at = time.monotonic() + REDIS_RETRY_AFTER_SECONDS
+            _buffer_backoff.failed()
             logger.warning("Event buffer unavailable (%s); storing %d event(s) directly", error, len(events))
         else:
             EVENTS_BUFFERED.inc(len(events))
@@ -219,8 +219,7 @@ def _store_one_by_one(entries: list[buffer.Entry]) -> tuple[int, datetime | None
 
 def reset_redis_backoff() -> None:
     """Try Redis again on the next event (tests, and after an operator fixed Redis)."""
-    global _redis_retry_at
-    _redis_retry_at = 0.0
+    _buffer_backoff.reset()
 
 
 @dataclass(frozen=True)

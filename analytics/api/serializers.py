@@ -118,16 +118,19 @@ class CollectOutput(serializers.Serializer):
     accepted = serializers.IntegerField()
 
 
-def _choice(name: str, choices: list[str], default: str) -> serializers.ChoiceField:
+def _choice(name: str, choices: list[str], default: str, help_text: str | None = None) -> serializers.ChoiceField:
     return serializers.ChoiceField(
         choices=choices,
         default=default,
+        help_text=help_text,
         error_messages={"invalid_choice": f'"{{input}}" is not a valid {name}; use one of: {", ".join(choices)}.'},
     )
 
 
 class StatsParams(serializers.Serializer):
-    endpoint = serializers.CharField(required=False, max_length=200)
+    """The query parameters of every /analytics read (the OpenAPI parameters come from here too)."""
+
+    endpoint = serializers.CharField(required=False, max_length=200, help_text="One endpoint (default: all).")
     period = _choice("period", PERIOD_CHOICES, "24h")
 
     def to_internal_value(self, data):
@@ -141,7 +144,14 @@ class StatsParams(serializers.Serializer):
 
 
 class TimeseriesParams(StatsParams):
-    interval = _choice("interval", INTERVAL_CHOICES, "1h")
+    interval = _choice(
+        "interval",
+        INTERVAL_CHOICES,
+        "1h",
+        help_text="5m and 15m only with periods up to 24h (7d and 30d take 1h or 1d); another "
+        "combination is a 400. A series of more than ANALYTICS_MAX_POINTS points (buckets x endpoints, "
+        "10000 by default) is a 400 that says so: ask for one endpoint or a longer interval.",
+    )
 
     def validate(self, attrs):
         allowed = periods.allowed_intervals(attrs["period"])
@@ -150,10 +160,6 @@ class TimeseriesParams(StatsParams):
                 {"interval": [f"With period {attrs['period']} use one of: {', '.join(allowed)}."]}
             )
         return attrs
-
-
-class GeoParams(StatsParams):
-    pass
 
 
 class AnalyticsEndpointStatsOutput(serializers.Serializer):

@@ -5,17 +5,18 @@ DRF serializers would dominate the response time); the Output serializers docume
 """
 
 import json
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics import periods, queries
+from analytics import queries
 from analytics.api.auth import ApiTokenAuthentication, HasApiToken
 from analytics.api.serializers import (
     AnalyticsGeoOutput,
@@ -23,7 +24,6 @@ from analytics.api.serializers import (
     AnalyticsTimeseriesOutput,
     CollectEventInput,
     CollectOutput,
-    GeoParams,
     StatsParams,
     TimeseriesParams,
 )
@@ -134,20 +134,25 @@ def _read_items(request: Request) -> list:
     return items
 
 
-_ENDPOINT = OpenApiParameter(
-    "endpoint", {"type": "string", "minLength": 1, "maxLength": 200}, description="One endpoint (default: all)."
-)
-_PERIOD = OpenApiParameter("period", str, required=False, enum=list(periods.PERIODS), default="24h")
+class AnalyticsReadView(APIView):
+    """The /analytics reads: query parameters validated by `params_class` (a 400 naming each bad
+    one), the query answered at the moment of the request."""
+
+    params_class: type[StatsParams] = StatsParams
+
+    def params(self, request: Request) -> dict[str, Any]:
+        params = self.params_class(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return dict(params.validated_data)
 
 
-class AnalyticsStatsView(APIView):
+class AnalyticsStatsView(AnalyticsReadView):
     """GET /analytics/stats?endpoint=&period= : per-endpoint figures over the period."""
 
-    @extend_schema(parameters=[_ENDPOINT, _PERIOD], responses=AnalyticsStatsOutput)
+    @extend_schema(parameters=[StatsParams], responses=AnalyticsStatsOutput)
     def get(self, request: Request) -> Response:
-        params = StatsParams(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        rows = queries.endpoint_stats(now=timezone.now(), **params.validated_data)
+        params = self.params(request)
+        rows = queries.endpoint_stats(now=timezone.now(), **params)
         stats = [
             {
                 "endpoint": row.endpoint,
@@ -160,63 +165,44 @@ class AnalyticsStatsView(APIView):
             }
             for row in rows
         ]
-        return Response({"period": params.validated_data["period"], "stats": stats})
+        return Response({"period": params["period"], "stats": stats})
 
 
-class AnalyticsTimeseriesView(APIView):
+class AnalyticsTimeseriesView(AnalyticsReadView):
     """GET /analytics/timeseries?endpoint=&period=&interval= : every bucket, empty ones as zeros."""
 
-    @extend_schema(
-        parameters=[
-            _ENDPOINT,
-            _PERIOD,
-            OpenApiParameter(
-                "interval",
-                str,
-                required=False,
-                enum=list(periods.INTERVALS),
-                default="1h",
-                description="5m and 15m only with periods up to 24h (7d and 30d take 1h or 1d); another "
-                "combination is a 400. A series of more than ANALYTICS_MAX_POINTS points (buckets x endpoints, "
-                "10000 by default) is a 400 that says so: ask for one endpoint or a longer interval.",
-            ),
-        ],
-        responses=AnalyticsTimeseriesOutput,
-    )
+    params_class = TimeseriesParams
+
+    @extend_schema(parameters=[TimeseriesParams], responses=AnalyticsTimeseriesOutput)
     def get(self, request: Request) -> Response:
-        params = TimeseriesParams(data=request.query_params)
-        params.is_valid(raise_exception=True)
+        params = self.params(request)
         try:
-            points = queries.timeseries(
-                now=timezone.now(), max_points=settings.ANALYTICS_MAX_POINTS, **params.validated_data
-            )
+            points = queries.timeseries(now=timezone.now(), max_points=settings.ANALYTICS_MAX_POINTS, **params)
         except queries.TooManyPoints as error:
             raise ValidationError({"interval": [str(error)]})
         series = []
         for point in points:
-            item = {"timestamp": point.timestamp}
+            item: dict[str, Any] = {"timestamp": point.timestamp}
             if point.endpoint is not None:
                 item["endpoint"] = point.endpoint
             item["access_count"] = point.access_count
             item["avg_response_time"] = _seconds(point.avg_response_time_ms) or 0.0
             item["error_count"] = point.error_count
             series.append(item)
-        data = params.validated_data
-        return Response({"period": data["period"], "interval": data["interval"], "timeseries": series})
+        return Response({"period": params["period"], "interval": params["interval"], "timeseries": series})
 
 
-class AnalyticsGeoView(APIView):
+class AnalyticsGeoView(AnalyticsReadView):
     """GET /analytics/geo?period=&endpoint= : requests per country (the "Endpoint Distribution")."""
 
-    @extend_schema(parameters=[_ENDPOINT, _PERIOD], responses=AnalyticsGeoOutput)
+    @extend_schema(parameters=[StatsParams], responses=AnalyticsGeoOutput)
     def get(self, request: Request) -> Response:
-        params = GeoParams(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        rows = queries.geo_distribution(now=timezone.now(), **params.validated_data)
+        params = self.params(request)
+        rows = queries.geo_distribution(now=timezone.now(), **params)
         return Response(
             {
-                "period": params.validated_data["period"],
-                "endpoint": params.validated_data.get("endpoint"),
+                "period": params["period"],
+                "endpoint": params.get("endpoint"),
                 "geo": [{"country_code": row.country or None, "access_count": row.access_count} for row in rows],
             }
         )

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from analytics import backups
 from analytics.services import aggregation, tokens
-from tracker.tests.processes import free_port, wait_for_port
+from system.processes import free_port, wait_for_port
 
 BUCKET = "endpointstats-backups"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from deploy.tests import k8s
-from tracker.tests.processes import free_port, http_get, private_redis, stop_process_group
+from system.processes import free_port, stop_process_group
+from tracker.tests.processes import http_get, private_redis
 
 CELERY = str(Path(sys.executable).parent / "celery")
 

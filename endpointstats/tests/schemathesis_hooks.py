@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import schemathesis
 from django.utils.dateparse import parse_datetime
 
-# Mirrors analytics.queries.allowed_intervals, as the schema's `interval` description says.
+# Mirrors analytics.periods.allowed_intervals, as the schema's `interval` description says.
 FINE_INTERVALS = {"5m", "15m"}
 LONG_PERIODS = {"7d", "30d"}
 

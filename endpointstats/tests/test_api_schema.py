@@ -15,7 +15,8 @@ import pytest
 from django.conf import settings
 
 from analytics.services import tokens
-from tracker.tests.processes import REPO, gunicorn
+from system.processes import REPO
+from tracker.tests.processes import gunicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the servers must see the committed token
 

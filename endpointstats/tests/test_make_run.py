@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from endpointstats import paths
-from tracker.tests.processes import REPO, free_port, http_get, stop_process_group, wait_for_port
+from system.processes import REPO, free_port, stop_process_group, wait_for_port
+from tracker.tests.processes import http_get
 
 # A new shell: none of the suite's settings leak in (no DATABASE_URL, REDIS_URL, secret key).
 SHELL_ENV = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}

@@ -1,5 +1,4 @@
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -10,6 +9,7 @@ from django_ratelimit.core import _get_window
 from rest_framework.test import APIClient
 
 from ratelimit import services
+from system.processes import free_port
 
 LIMITER_TOKEN = "test-limiter-token"
 
@@ -56,16 +56,10 @@ def client_ip_far_from_window_end():
     return pick
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def private_redis(settings):
     """A redis-server of this test's own on a free loopback port, used as the cache; stop() kills it."""
-    port = _free_port()
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="ratelimit-redis-")
     process = subprocess.Popen(
         [

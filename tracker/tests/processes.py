@@ -3,8 +3,6 @@
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,25 +11,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from system.processes import REPO, free_port, start_gunicorn, stop_process_group, wait_for_port
+
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, *, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 def http_get(url: str, *, timeout: float = 10.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -73,22 +55,14 @@ def gunicorn(*, env: dict[str, str], role: str = "web", workers: int = 2):
     full_env = {
         "RUN_DIR": run_dir,
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
-        "BIND_HOST": "127.0.0.1",
+        # Both ports: a web test's settings may reach for the limiter's, and the other way round.
         "WEB_PORT": str(port),
         "LIMITER_PORT": str(port),
-        "WEB_CONCURRENCY": str(workers),
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
         "DJANGO_SECRET_KEY": "test-only",
         **env,
     }
-    process = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--config", f"python:endpointstats.gunicorn_{role}"],
-        cwd=REPO,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = start_gunicorn(role=role, port=port, env=full_env, workers=workers, stdout=subprocess.PIPE)
     try:
         wait_for_port(port, process=process)
         yield f"http://127.0.0.1:{port}", process
@@ -96,17 +70,6 @@ def gunicorn(*, env: dict[str, str], role: str = "web", workers: int = 2):
         stop_process_group(process, timeout=15)
         shutil.rmtree(metrics_dir, ignore_errors=True)
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def stop_process_group(process: subprocess.Popen, *, timeout: float) -> None:
-    """SIGTERM a process started with start_new_session=True and its children; SIGKILL after timeout."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -10,7 +10,8 @@ import psycopg2
 import pytest
 from django.conf import settings
 
-from tracker.tests.processes import REPO, gunicorn, http_get, manage
+from system.processes import REPO
+from tracker.tests.processes import gunicorn, http_get, manage
 
 
 def test_the_embedded_default_starts_and_serves_without_postgres_or_redis(tmp_path):
