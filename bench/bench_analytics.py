@@ -17,7 +17,10 @@ Measured in one run, on the same data:
 import os
 import sys
 import time
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import benchlib
@@ -53,7 +56,7 @@ def database_url() -> str:
     return benchlib.bench_database_url(urlunparse(url._replace(path=f"/{name}_analytics_bench")))
 
 
-def timed(function, calls: int) -> tuple[float, float]:
+def timed(function: Callable[[], object], calls: int) -> tuple[float, float]:
     samples = []
     for _ in range(calls):
         started = time.perf_counter()
@@ -76,29 +79,75 @@ def main() -> int:
         benchlib.delete_redis_keys(prefix)
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """The data the reads are measured on, as found or made by load_dataset."""
+
+    in_window: int  # raw events of the last 30 days
+    table_size: str
+    tail_events: int  # raw events after the newest rollup
+    busiest: str  # the endpoint with the most events
+    generated_seconds: float | None  # None: the events were already there
+    backfill_hours: int
+    backfill_seconds: float
+
+
+@dataclass(frozen=True)
+class ReadTimes:
+    name: str
+    p50: float
+    p95: float
+    cold_p50: float
+    cold_p95: float
+    raw_p50: float
+    raw_p95: float
+
+
+@dataclass(frozen=True)
+class BigHour:
+    """One hour of HOUR_EVENTS events: aggregated (twice), then pruned."""
+
+    rows: int
+    aggregate_seconds: float
+    reaggregate_seconds: float
+    pruned: Any  # analytics.services.retention.PruneResult (imported once Django is set up)
+    prune_seconds: float
+
+
+def log(text: str) -> None:
+    """Progress on stderr (the report goes to stdout)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def run() -> int:
-    from django.core.management import call_command
-    from django.db import connection
-    from django.test import RequestFactory
     from django.utils import timezone
 
-    from analytics import periods, rollup_cache
-    from analytics.api import views
-    from analytics.services import aggregation, retention
+    data = load_dataset(now=timezone.now())
+    reads = measure_reads(busiest=data.busiest)
+    big = measure_big_hour(now=timezone.now())
+    return report(data, reads, big)
 
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 - progress, not the report
-    now = timezone.now()
+
+def load_dataset(*, now: datetime) -> Dataset:
+    """Generate the events unless they are there (else top up the newest two hours), aggregate the
+    hours not rolled up yet, then advance the running hour as the every-minute task does."""
+    from django.core.management import call_command
+    from django.db import connection
+    from django.utils import timezone
+
+    from analytics.services import aggregation
+
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM tracker_accessevent WHERE occurred_at > now() - interval '31 days'")
         present = cursor.fetchone()[0]
-    generated_at = None
+    generated_seconds = None
     if present < EVENTS * 0.95:
         log(f"Generating {EVENTS:,} events (found {present:,}) ...")
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE tracker_accessevent, analytics_hourlystat, analytics_dailystat, analytics_geostat")
         started = time.perf_counter()
         call_command("generate_events", count=EVENTS, days=DAYS, endpoints=ENDPOINTS, stdout=sys.stderr)
-        generated_at = time.perf_counter() - started
+        generated_seconds = time.perf_counter() - started
     else:
         # Keep the newest hours realistic: traffic up to now, not aggregated yet.
         call_command(
@@ -121,8 +170,7 @@ def run() -> int:
     backfill = aggregation.aggregate_hours(start=start, end=end, now=now)
     backfill_seconds = time.perf_counter() - started
     # As the every-minute live task does in production: the running hour up to 30 s ago.
-    now = timezone.now()
-    aggregation.aggregate_live(now=now)
+    aggregation.aggregate_live(now=timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*), pg_size_pretty(pg_total_relation_size('tracker_accessevent')) "
@@ -136,16 +184,35 @@ def run() -> int:
         tail_events = cursor.fetchone()[0]
         cursor.execute("SELECT endpoint FROM analytics_dailystat GROUP BY endpoint ORDER BY sum(access_count) DESC")
         busiest = cursor.fetchone()[0]
+    return Dataset(
+        in_window=in_window,
+        table_size=table_size,
+        tail_events=tail_events,
+        busiest=busiest,
+        generated_seconds=generated_seconds,
+        backfill_hours=backfill.hours,
+        backfill_seconds=backfill_seconds,
+    )
+
+
+def measure_reads(*, busiest: str) -> list[ReadTimes]:
+    """p50/p95 of the stats and timeseries views (warm and with the rollup cache cleared) for 24h, 7d
+    and 30d, next to the reference design's raw scans."""
+    from django.db import connection
+    from django.test import RequestFactory
+
+    from analytics import rollup_cache
+    from analytics.api import views
 
     factory = RequestFactory()
 
-    def call(view, **params):
+    def call(view: Callable[..., Any], **params: str) -> None:
         response = view(factory.get("/analytics", params))
         response.render()
         if response.status_code != 200:
             raise BenchError(f"{view} {params} answered {response.status_code}: {response.content[:200]!r}")
 
-    def raw(sql, params):
+    def raw(sql: str, params: list[str]) -> None:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             cursor.fetchall()
@@ -180,9 +247,20 @@ def run() -> int:
             p50, p95 = timed(ours, CALLS)
             cold_p50, cold_p95 = timed(lambda f=ours: (rollup_cache.forget(), f()), max(5, CALLS // 4))
             raw_p50, raw_p95 = timed(reference, RAW_CALLS)
-            rows.append((name, p50, p95, cold_p50, cold_p95, raw_p50, raw_p95))
+            rows.append(ReadTimes(name, p50, p95, cold_p50, cold_p95, raw_p50, raw_p95))
+    return rows
 
-    # One hour of 1M events, aggregated; then pruned again in bounded batches.
+
+def measure_big_hour(*, now: datetime) -> BigHour:
+    """One hour of HOUR_EVENTS events (generated once), aggregated twice; then pruned again in
+    bounded batches (the retention lowered so that it falls outside)."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
+    from analytics import periods
+    from analytics.services import aggregation, retention
+
     big_hour = periods.floor_time(now, periods.HOUR) - timedelta(days=BIG_HOUR_DAYS_AGO)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -191,7 +269,7 @@ def run() -> int:
         )
         if cursor.fetchone()[0] < HOUR_EVENTS:
             log(f"Generating {HOUR_EVENTS:,} events in {big_hour:%Y-%m-%d %H:00} ...")
-            hours_ago = int((periods.floor_time(timezone.now(), periods.HOUR) - big_hour) / periods.HOUR) - 1
+            hours_ago = int((periods.floor_time(now, periods.HOUR) - big_hour) / periods.HOUR) - 1
             call_command(
                 "generate_events",
                 count=HOUR_EVENTS,
@@ -203,31 +281,35 @@ def run() -> int:
             )
     log("Aggregating the 1M-event hour ...")
     started = time.perf_counter()
-    hour_rows = aggregation.aggregate_hour(hour=big_hour, now=now)
+    rows = aggregation.aggregate_hour(hour=big_hour, now=now)
     aggregate_seconds = time.perf_counter() - started
     started = time.perf_counter()
     aggregation.aggregate_hour(hour=big_hour, now=now)
     reaggregate_seconds = time.perf_counter() - started
-
-    from django.conf import settings
 
     settings.ANALYTICS_RETENTION_DAYS = BIG_HOUR_DAYS_AGO - 5
     log("Pruning it (bounded batches) ...")
     started = time.perf_counter()
     pruned = retention.prune_events(now=now)
     prune_seconds = time.perf_counter() - started
+    return BigHour(rows, aggregate_seconds, reaggregate_seconds, pruned, prune_seconds)
+
+
+def report(data: Dataset, reads: list[ReadTimes], big: BigHour) -> int:
+    """Print the markdown report (stdout) with the verdict against the targets; returns 0."""
+    from django.conf import settings
 
     print("## Analytics\n")
     print(
-        f"Data: {in_window:,} raw events in the last 30 days across {ENDPOINTS} endpoints "
-        f"(tracker_accessevent with indexes: {table_size}), rolled up into HourlyStat/DailyStat."
-        + (f" Generated in this run in {generated_at:.0f} s (COPY)." if generated_at else "")
-        + f" Hourly backfill of {backfill.hours} hours: {backfill_seconds:.1f} s."
-        f" Raw events after the newest rollup at measurement time: {tail_events:,}."
+        f"Data: {data.in_window:,} raw events in the last 30 days across {ENDPOINTS} endpoints "
+        f"(tracker_accessevent with indexes: {data.table_size}), rolled up into HourlyStat/DailyStat."
+        + (f" Generated in this run in {data.generated_seconds:.0f} s (COPY)." if data.generated_seconds else "")
+        + f" Hourly backfill of {data.backfill_hours} hours: {data.backfill_seconds:.1f} s."
+        f" Raw events after the newest rollup at measurement time: {data.tail_events:,}."
         f" Views are called in-process (no HTTP, no middleware), {CALLS} calls each after a warm-up"
         f" (cold: the cache of merged complete hours cleared before each call);"
         f" the raw scan is the reference design's SQL over tracker_accessevent, {RAW_CALLS} runs each."
-        f" Busiest endpoint: `{busiest}`.\n"
+        f" Busiest endpoint: `{data.busiest}`.\n"
     )
     print(
         "| call | p50 ms | p95 ms | cold p50 ms | cold p95 ms | raw scan p50 ms | raw scan p95 ms |"
@@ -235,21 +317,22 @@ def run() -> int:
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     failures = []
-    for name, p50, p95, cold_p50, cold_p95, raw_p50, raw_p95 in rows:
+    for r in reads:
         print(
-            f"| {name} | {p50:.1f} | {p95:.1f} | {cold_p50:.1f} | {cold_p95:.1f} | {raw_p50:.0f} | {raw_p95:.0f} |"
-            f" {raw_p50 / p50:.0f}x | {raw_p50 / cold_p50:.0f}x |"
+            f"| {r.name} | {r.p50:.1f} | {r.p95:.1f} | {r.cold_p50:.1f} | {r.cold_p95:.1f} | {r.raw_p50:.0f} |"
+            f" {r.raw_p95:.0f} | {r.raw_p50 / r.p50:.0f}x | {r.raw_p50 / r.cold_p50:.0f}x |"
         )
-        if max(p95, cold_p95) > TARGET_P95_MS:
-            failures.append(f"{name}: p95 {p95:.1f} ms (cold {cold_p95:.1f} ms) > {TARGET_P95_MS:.0f} ms")
-        if "30d" in name and raw_p50 / cold_p50 < TARGET_SPEEDUP:
-            failures.append(f"{name}: only {raw_p50 / cold_p50:.0f}x faster than the raw scan (cold)")
+        if max(r.p95, r.cold_p95) > TARGET_P95_MS:
+            failures.append(f"{r.name}: p95 {r.p95:.1f} ms (cold {r.cold_p95:.1f} ms) > {TARGET_P95_MS:.0f} ms")
+        if "30d" in r.name and r.raw_p50 / r.cold_p50 < TARGET_SPEEDUP:
+            failures.append(f"{r.name}: only {r.raw_p50 / r.cold_p50:.0f}x faster than the raw scan (cold)")
     print(
-        f"\nAggregating one hour of {HOUR_EVENTS:,} events ({hour_rows} HourlyStat rows + the day's rollups):"
-        f" {aggregate_seconds:.2f} s; again (idempotent re-run): {reaggregate_seconds:.2f} s.\n"
+        f"\nAggregating one hour of {HOUR_EVENTS:,} events ({big.rows} HourlyStat rows + the day's rollups):"
+        f" {big.aggregate_seconds:.2f} s; again (idempotent re-run): {big.reaggregate_seconds:.2f} s.\n"
     )
+    pruned = big.pruned
     print(
-        f"Pruning those events from a table of ~{in_window / 1e6:.0f}M rows: {prune_seconds:.1f} s;"
+        f"Pruning those events from a table of ~{data.in_window / 1e6:.0f}M rows: {big.prune_seconds:.1f} s;"
         f" {len(pruned.dropped_partitions)} day partition(s) dropped (~{pruned.dropped_events_estimate:,} events),"
         f" {pruned.deleted:,} events of the default partition deleted in"
         f" {pruned.batches} batches of {settings.ANALYTICS_PRUNE_BATCH_SIZE:,}; slowest batch (the longest any row lock"
