@@ -86,6 +86,16 @@ def store_events(events: list[Event]) -> int:
     return stored
 
 
+@transaction.atomic
+def store_generated_events(lines: list[str]) -> int:
+    """PostgreSQL: store synthetic events given as COPY text lines (manage.py generate_events) in one
+    transaction; see storage.store_copy_lines. Returns how many were new."""
+    stored = storage.store_copy_lines(lines)
+    if stored:
+        transaction.on_commit(queries.forget_cached_stats)
+    return stored
+
+
 @dataclass(frozen=True)
 class DrainResult:
     stored: int  # new rows

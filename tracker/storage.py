@@ -363,6 +363,32 @@ def _copy_value(value: object) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+# The staging tables of a transaction. They have no statistics, so the planner guesses huge row
+# counts and would JIT-compile the statements: ~50 ms per batch for nothing. Local to the transaction.
+_CREATE_STAGING = (
+    "SET LOCAL jit = off;"
+    "CREATE TEMP TABLE IF NOT EXISTS tracker_incoming_payload (payload jsonb) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS tracker_incoming_event ON COMMIT DELETE ROWS AS "
+    f"SELECT {', '.join(_COLUMNS)} FROM {AccessEvent._meta.db_table} WITH NO DATA"
+)
+
+
+def store_copy_lines(lines: list[str]) -> int:
+    """PostgreSQL, for generated data (manage.py generate_events): events already as COPY text lines
+    in _COLUMNS order (countries given, no endpoint cap, addresses as they are), stored idempotently
+    by event id and added to the counters by the drain's own statement. Returns how many were new.
+    Call inside a transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CREATE_STAGING)
+        with connection.wrap_database_errors:  # COPY runs on the raw cursor: map its errors to Django's
+            cursor.cursor.copy_expert(
+                f"COPY tracker_incoming_event ({', '.join(_COLUMNS)}) FROM STDIN", io.StringIO("".join(lines))
+            )
+        cursor.execute(_INSERT_AND_COUNT)
+        stored, _ = cursor.fetchone()
+    return int(stored)
+
+
 def _merge_payloads(payloads: list[bytes | str]) -> tuple[int, datetime | None]:
     """The idempotent path: COPY the JSON into a temp table, let the database parse it, insert
     only events not yet stored (ON CONFLICT) and fold exactly those into the counters."""
@@ -370,14 +396,7 @@ def _merge_payloads(payloads: list[bytes | str]) -> tuple[int, datetime | None]:
     if b"\r" in data or data.count(b"\n") != len(payloads) - 1:
         raise DataError("a buffered payload spans more than one line")
     with connection.cursor() as cursor:
-        # The temp table has no statistics, so the planner guesses huge row counts and would JIT-compile
-        # the statement: ~50 ms per batch for nothing. Local to this transaction.
-        cursor.execute(
-            "SET LOCAL jit = off;"
-            "CREATE TEMP TABLE IF NOT EXISTS tracker_incoming_payload (payload jsonb) ON COMMIT DELETE ROWS;"
-            "CREATE TEMP TABLE IF NOT EXISTS tracker_incoming_event ON COMMIT DELETE ROWS AS "
-            f"SELECT {', '.join(_COLUMNS)} FROM {AccessEvent._meta.db_table} WITH NO DATA"
-        )
+        cursor.execute(_CREATE_STAGING)
         with connection.wrap_database_errors:  # COPY runs on the raw cursor: map its errors to Django's
             cursor.cursor.copy_expert(_COPY_PAYLOADS, io.BytesIO(data))
         cursor.execute(_DISTINCT_VALUES)
