@@ -236,6 +236,7 @@ def reset_redis_backoff() -> None:
 class DeleteResult:
     deleted: int
     batches: int
+    cutoff: datetime
     slowest_batch_seconds: float
     dropped_partitions: tuple[str, ...] = ()
     dropped_events_estimate: int = 0  # rows of the dropped days, from the planner's statistics
@@ -294,6 +295,7 @@ def delete_events_before(
     return DeleteResult(
         deleted=deleted,
         batches=batches,
+        cutoff=cutoff,
         slowest_batch_seconds=slowest,
         dropped_partitions=tuple(partition.name for partition in dropped),
         dropped_events_estimate=sum(partition.estimated_rows for partition in dropped),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -16,14 +15,8 @@ def retention_cutoff(*, now: datetime) -> datetime:
     return now - timedelta(days=settings.ANALYTICS_RETENTION_DAYS)
 
 
-@dataclass(frozen=True)
-class PruneResult:
-    deleted: int
-    batches: int
-    cutoff: datetime
-    slowest_batch_seconds: float
-    dropped_partitions: tuple[str, ...] = ()
-    dropped_events_estimate: int = 0  # rows of the dropped days, from the planner's statistics
+# What a prune did: the cutoff, rows deleted in batches, day partitions dropped (tracker's result).
+PruneResult = tracker_services.DeleteResult
 
 
 def prune_events(
@@ -39,18 +32,9 @@ def prune_events(
     tracker.services.delete_events_before (whole day partitions dropped, the rest deleted in
     bounded batches; see there). Idempotent and safe to run twice at once.
     """
-    cutoff = retention_cutoff(now=now)
-    result = tracker_services.delete_events_before(
-        cutoff=cutoff,
+    return tracker_services.delete_events_before(
+        cutoff=retention_cutoff(now=now),
         batch_size=batch_size or settings.ANALYTICS_PRUNE_BATCH_SIZE,
         pause_seconds=pause_seconds,
         progress=progress,
-    )
-    return PruneResult(
-        deleted=result.deleted,
-        batches=result.batches,
-        cutoff=cutoff,
-        slowest_batch_seconds=result.slowest_batch_seconds,
-        dropped_partitions=result.dropped_partitions,
-        dropped_events_estimate=result.dropped_events_estimate,
     )
