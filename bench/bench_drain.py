@@ -41,6 +41,8 @@ from pathlib import Path
 import benchlib
 from benchlib import BenchError
 
+from system.processes import start_redis
+
 EVENTS = int(os.environ.get("BENCH_DRAIN_EVENTS", "200000"))
 ROUNDS = int(os.environ.get("BENCH_DRAIN_ROUNDS", "3"))
 DRAINS = (1, 2, 4)
@@ -113,27 +115,11 @@ class PrivateRedis:
     def __init__(self) -> None:
         self.port = benchlib.free_port()
         self.workdir = tempfile.mkdtemp(prefix="bench-drain-redis-")
-        self.process = subprocess.Popen(
-            [
-                *_priority(),
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.workdir,
-                "--slowlog-log-slower-than",
-                str(SLOWLOG_MICROSECONDS),
-                "--slowlog-max-len",
-                "100000",
-            ],  # fmt: skip
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.process = start_redis(
+            port=self.port,
+            workdir=self.workdir,
+            options=["--slowlog-log-slower-than", str(SLOWLOG_MICROSECONDS), "--slowlog-max-len", "100000"],
+            prefix=_priority(),
         )
         self.url = f"redis://127.0.0.1:{self.port}/0"
         import redis

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -66,4 +66,31 @@ def start_gunicorn(
         stdout=stdout,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+    )
+
+
+def start_redis(
+    *, port: int, workdir: str, options: Sequence[str] = (), prefix: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Start a redis-server of our own on 127.0.0.1:port without persistence (never the machine's
+    shared one), its files in `workdir`; `options` are more redis-server flags, `prefix` a command
+    to run it under (e.g. nice). Wait for it with wait_for_port; kill it when done."""
+    return subprocess.Popen(
+        [
+            *prefix,
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            *options,
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )

@@ -1,5 +1,4 @@
 import shutil
-import subprocess
 import tempfile
 import time
 
@@ -9,7 +8,7 @@ from django_ratelimit.core import _get_window
 from rest_framework.test import APIClient
 
 from ratelimit import services
-from system.processes import free_port
+from system.processes import free_port, start_redis, wait_for_port
 
 LIMITER_TOKEN = "test-limiter-token"
 
@@ -61,33 +60,13 @@ def private_redis(settings):
     """A redis-server of this test's own on a free loopback port, used as the cache; stop() kills it."""
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="ratelimit-redis-")
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
+    process = start_redis(port=port, workdir=workdir)
+    try:
+        wait_for_port(port, timeout=5, process=process)
+    except (RuntimeError, TimeoutError):
         process.kill()
-        raise AssertionError("private redis-server did not start")
+        raise
+    client = redis.Redis(host="127.0.0.1", port=port)
     caches = {alias: dict(config) for alias, config in settings.CACHES.items()}
     caches["default"]["LOCATION"] = f"redis://127.0.0.1:{port}/0"
     settings.CACHES = caches

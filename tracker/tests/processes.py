@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from system.processes import REPO, free_port, start_gunicorn, stop_process_group, wait_for_port
+from system.processes import REPO, free_port, start_gunicorn, start_redis, stop_process_group, wait_for_port
 
 BIN = Path(sys.executable).parent
 
@@ -30,12 +30,7 @@ def private_redis():
     """A redis-server of our own on a spare port (never the machine's shared one)."""
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="es-redis-")
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_redis(port=port, workdir=workdir)
     try:
         wait_for_port(port, process=process)
         yield port, process
