@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from analytics.models import ApiToken, DailyStat, GeoStat, HourlyStat
 from analytics.services import tokens
-from tracker.admin_common import CountryFilter, EndpointFilter, ReadOnlyAdminMixin
+from tracker.admin_common import CountryFilter, CountsAdminMixin, EndpointFilter, ReadOnlyAdminMixin, format_ms
 
 
 @admin.register(ApiToken)
@@ -36,22 +36,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return False  # revoke instead, so who had access stays on record
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
-class RollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class RollupAdmin(ReadOnlyAdminMixin, CountsAdminMixin, admin.ModelAdmin):
     """Rollups are written only by aggregation: read-only, newest first, endpoint typed not listed."""
 
     list_filter = [EndpointFilter]
-
-    @admin.display(description="requests", ordering="access_count")
-    def requests(self, obj) -> str:
-        return f"{obj.access_count:,}"
-
-    @admin.display(description="errors (5xx)", ordering="error_count")
-    def errors(self, obj) -> str:
-        return f"{obj.error_count:,}"
 
 
 @admin.register(HourlyStat)
@@ -67,11 +55,11 @@ class HourlyStatAdmin(RollupAdmin):
 
     @admin.display(description="average (ms)", ordering="avg_response_time_ms")
     def average_ms(self, obj: HourlyStat) -> str:
-        return _ms(obj.avg_response_time_ms)
+        return format_ms(obj.avg_response_time_ms)
 
     @admin.display(description="p95 (ms)", ordering="p95_response_time_ms")
     def p95_ms(self, obj: HourlyStat) -> str:
-        return _ms(obj.p95_response_time_ms)
+        return format_ms(obj.p95_response_time_ms)
 
 
 @admin.register(DailyStat)

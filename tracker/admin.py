@@ -7,17 +7,21 @@ from django.db import connection
 from django.db.models import ExpressionWrapper, F, FloatField, Value
 from django.db.models.functions import NullIf
 
-from tracker.admin_common import CountryFilter, EndpointFilter, ReadOnlyAdminMixin, TextInputFilter, parse_moment
+from tracker.admin_common import (
+    CountryFilter,
+    CountsAdminMixin,
+    EndpointFilter,
+    ReadOnlyAdminMixin,
+    TextInputFilter,
+    format_ms,
+    parse_moment,
+)
 from tracker.models import AccessEvent, EndpointStat
 from tracker.paginators import EstimatedCountPaginator
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
 @admin.register(EndpointStat)
-class EndpointStatAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class EndpointStatAdmin(ReadOnlyAdminMixin, CountsAdminMixin, admin.ModelAdmin):
     """Running counters (written only by the drain)."""
 
     list_display = [
@@ -45,25 +49,17 @@ class EndpointStatAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="requests", ordering="access_count")
-    def requests(self, obj: EndpointStat) -> str:
-        return f"{obj.access_count:,}"
-
-    @admin.display(description="errors (5xx)", ordering="error_count")
-    def errors(self, obj: EndpointStat) -> str:
-        return f"{obj.error_count:,}"
-
     @admin.display(description="success rate", ordering="success_pct")
     def success_rate_display(self, obj: EndpointStat) -> str:
         return f"{obj.success_rate:.1f}%"
 
     @admin.display(description="average (ms)", ordering="average")
     def average_ms(self, obj: EndpointStat) -> str:
-        return _ms(obj.avg_response_time_ms)
+        return format_ms(obj.avg_response_time_ms)
 
     @admin.display(description="last (ms)", ordering="last_response_time_ms")
     def last_ms(self, obj: EndpointStat) -> str:
-        return _ms(obj.last_response_time_ms)
+        return format_ms(obj.last_response_time_ms)
 
 
 class StatusClassFilter(admin.SimpleListFilter):
@@ -145,7 +141,7 @@ class AccessEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="duration (ms)", ordering="duration_ms")
     def duration(self, obj: AccessEvent) -> str:
-        return _ms(obj.duration_ms)
+        return format_ms(obj.duration_ms)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

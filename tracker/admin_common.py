@@ -7,6 +7,7 @@ lives here once and the import graph stays one-way.
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -30,6 +31,23 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+def format_ms(value: float | None) -> str:
+    """A duration in milliseconds as the changelists show it ("-" when unknown)."""
+    return "-" if value is None else f"{value:,.1f}"
+
+
+class CountsAdminMixin:
+    """The request and 5xx counts of a row with access_count and error_count (counters, rollups)."""
+
+    @admin.display(description="requests", ordering="access_count")
+    def requests(self, obj: Any) -> str:
+        return f"{obj.access_count:,}"
+
+    @admin.display(description="errors (5xx)", ordering="error_count")
+    def errors(self, obj: Any) -> str:
+        return f"{obj.error_count:,}"
 
 
 class TextInputFilter(admin.SimpleListFilter):
