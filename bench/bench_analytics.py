@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import benchlib
 from benchlib import BenchError
@@ -51,9 +50,7 @@ def database_url() -> str:
     if explicit:
         return explicit
     base, _ = benchlib.require_env()
-    url = urlparse(base)
-    name = (url.path.lstrip("/") or "endpointstats").removesuffix("_bench")
-    return benchlib.bench_database_url(urlunparse(url._replace(path=f"/{name}_analytics_bench")))
+    return benchlib.sibling_database(base, "analytics_bench")
 
 
 def timed(function: Callable[[], object], calls: int) -> tuple[float, float]:

@@ -28,19 +28,7 @@ def log(message: str) -> None:
 
 
 def main() -> int:
-    base, _ = benchlib.require_env()
-    url = bench_partitions.sibling_database(base, "live_bench")
-    benchlib.migrate(url)
-    prefix = benchlib.new_key_prefix("live")
-    benchlib.setup_django(database_url=url, key_prefix=prefix)
-    try:
-        return run()
-    finally:
-        from django.db import connection
-
-        connection.close()
-        bench_partitions.drop_database(url)
-        benchlib.delete_redis_keys(prefix)
+    return benchlib.run_in_scratch_database("live_bench", run)
 
 
 def run() -> int:

@@ -25,7 +25,6 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse, urlunparse
 
 import benchlib
 from benchlib import BenchError
@@ -63,38 +62,8 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def sibling_database(base: str, suffix: str) -> str:
-    """ "<name>_<suffix>" next to DATABASE_URL's database, created if missing."""
-    url = urlparse(base)
-    name = (url.path.lstrip("/") or "endpointstats").removesuffix("_bench")
-    return benchlib.bench_database_url(urlunparse(url._replace(path=f"/{name}_{suffix}")))
-
-
 def main() -> int:
-    base, _ = benchlib.require_env()
-    url = sibling_database(base, "partitions_bench")
-    benchlib.migrate(url)
-    prefix = benchlib.new_key_prefix("partitions")
-    benchlib.setup_django(database_url=url, key_prefix=prefix)
-    try:
-        return run()
-    finally:
-        from django.db import connection
-
-        connection.close()
-        drop_database(url)
-        benchlib.delete_redis_keys(prefix)
-
-
-def drop_database(url: str) -> None:
-    import psycopg2
-
-    parsed = urlparse(url)
-    admin = psycopg2.connect(urlunparse(parsed._replace(path="/postgres")))
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{parsed.path.lstrip("/")}" WITH (FORCE)')
-    admin.close()
+    return benchlib.run_in_scratch_database("partitions_bench", run)
 
 
 def run() -> int:

@@ -99,6 +99,42 @@ def delete_redis_keys(prefix: str) -> None:
         client.delete(*keys[start : start + 1000])
 
 
+def sibling_database(base: str, suffix: str) -> str:
+    """ "<name>_<suffix>" next to DATABASE_URL's database, created if missing."""
+    url = urlparse(base)
+    name = (url.path.lstrip("/") or "endpointstats").removesuffix("_bench")
+    return bench_database_url(urlunparse(url._replace(path=f"/{name}_{suffix}")))
+
+
+def drop_database(url: str) -> None:
+    import psycopg2
+
+    parsed = urlparse(url)
+    admin = psycopg2.connect(urlunparse(parsed._replace(path="/postgres")))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{parsed.path.lstrip("/")}" WITH (FORCE)')
+    admin.close()
+
+
+def run_in_scratch_database(suffix: str, run: Callable[[], int]) -> int:
+    """Run a benchmark against a database of its own ("<name>_<suffix>", migrated first) with a Redis
+    key prefix of its own; both are removed afterwards, whatever happens."""
+    base, _ = require_env()
+    url = sibling_database(base, suffix)
+    migrate(url)
+    prefix = new_key_prefix(suffix.removesuffix("_bench"))
+    setup_django(database_url=url, key_prefix=prefix)
+    try:
+        return run()
+    finally:
+        from django.db import connection
+
+        connection.close()
+        drop_database(url)
+        delete_redis_keys(prefix)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
