@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -28,12 +28,12 @@ class Command(BaseCommand):
         "--hour aggregates one hour, --since every hour from a date up to the last complete hour."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--hour", help="Any time within the hour, e.g. 2026-03-01T10:00Z (UTC if no offset).")
         group.add_argument("--since", help="Date or datetime to backfill from.")
 
-    def handle(self, *args, hour=None, since=None, **options):
+    def handle(self, *args: object, hour: str | None = None, since: str | None = None, **options: object) -> None:
         now = timezone.now()
         end = aggregation.last_complete_hour(now=now) + timedelta(hours=1)
         if hour:

@@ -1,6 +1,6 @@
 """manage.py prune_events: drop day partitions and delete raw events older than ANALYTICS_RETENTION_DAYS."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from analytics.services import retention
@@ -9,11 +9,11 @@ from analytics.services import retention
 class Command(BaseCommand):
     help = "Delete raw events older than ANALYTICS_RETENTION_DAYS in bounded batches (rollups are kept)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--batch-size", type=int, default=None, help="Rows per batch (ANALYTICS_PRUNE_BATCH_SIZE).")
         parser.add_argument("--pause", type=float, default=0.0, help="Seconds to sleep between batches.")
 
-    def handle(self, *args, batch_size=None, pause=0.0, **options):
+    def handle(self, *args: object, batch_size: int | None = None, pause: float = 0.0, **options: object) -> None:
         if batch_size is not None and batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
 

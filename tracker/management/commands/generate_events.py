@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import iptocc
 import numpy as np
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.utils import timezone
 
@@ -27,7 +27,7 @@ SQLITE_CHUNK = 5_000
 class Command(BaseCommand):
     help = "Insert synthetic events spread over the last --days and count them per endpoint, with progress."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--count", type=int, default=1_000_000)
         parser.add_argument("--days", type=float, default=30.0)
         parser.add_argument("--endpoints", type=int, default=50)
@@ -38,7 +38,18 @@ class Command(BaseCommand):
             "--end-hours-ago", type=int, default=None, help="End this many whole hours before the current hour."
         )
 
-    def handle(self, *args, count, days, endpoints, clients, error_rate, seed, end_hours_ago, **options):
+    def handle(
+        self,
+        *args: object,
+        count: int,
+        days: float,
+        endpoints: int,
+        clients: int,
+        error_rate: float,
+        seed: int,
+        end_hours_ago: int | None,
+        **options: object,
+    ) -> None:
         if count < 1 or days <= 0 or endpoints < 1 or clients < 1:
             raise CommandError("--count, --days, --endpoints and --clients must be positive.")
         rng = np.random.default_rng(seed)
