@@ -9,11 +9,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from system.processes import REPO, free_port, start_gunicorn, start_redis, stop_process_group, wait_for_port
-
-BIN = Path(sys.executable).parent
 
 
 def http_get(url: str, *, timeout: float = 10.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -86,34 +83,9 @@ def redis_cluster(*, nodes: int = 3):
     processes = []
     try:
         for port, bus_port, workdir in zip(ports, bus_ports, workdirs, strict=True):
-            processes.append(
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(port),
-                        "--cluster-port",
-                        str(bus_port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "5000",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        workdir,
-                    ],  # fmt: skip
-                    cwd=workdir,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            options = ["--cluster-enabled", "yes", "--cluster-port", str(bus_port)]
+            options += ["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]
+            processes.append(start_redis(port=port, workdir=workdir, options=options))
         for port, process in zip(ports, processes, strict=True):
             wait_for_port(port, process=process)
         created = subprocess.run(
