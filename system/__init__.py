@@ -1,1 +1,2 @@
-"""System-level proofs: the roles as separate processes on private data stores (fault suite, load test)."""
+"""System-level proofs: the roles as separate processes on private data stores (fault suite, load test),
+and the process helpers (processes.py) the tests and benchmarks share."""
