@@ -1,5 +1,10 @@
-"""Suite-wide fixtures: real PostgreSQL and Redis, isolated per test by a cache key prefix."""
+"""Suite-wide fixtures: real PostgreSQL and Redis, isolated per test by a cache key prefix.
 
+Under pytest-xdist (make test runs -n workers) each worker has its own test database (pytest-django
+names it test_<name>_gwN), its own Celery queue on the shared broker, and its own slice of ports
+(tracker/tests/processes.py); the cache key prefix is per test anyway."""
+
+import os
 import uuid
 from datetime import UTC, datetime
 
@@ -26,6 +31,28 @@ def pytest_sessionstart(session):
             problems.append(f"Redis at {settings.REDIS_URL} is unreachable: {error}")
     if problems:
         pytest.exit("Test services missing:\n  " + "\n  ".join(problems), returncode=3)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        # Tasks this worker enqueues are consumed by its own in-process Celery worker (console tests),
+        # which runs them against this worker's database; purge() empties only this queue.
+        from endpointstats.celery import app
+
+        app.conf.task_default_queue = f"celery-test-{worker}"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """Subprocesses that inherit the environment (manage.py, psql, servers) use this worker's test
+    database, never the base one named by DATABASE_URL."""
+    from tracker.tests.processes import suite_database_url
+
+    base = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = suite_database_url()
+    yield
+    if base is None:
+        os.environ.pop("DATABASE_URL", None)
+    else:
+        os.environ["DATABASE_URL"] = base
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,11 +18,28 @@ from typing import IO
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Ports come from below Linux's ephemeral range (32768-60999), which the kernel hands to every
+# outgoing connection and to bind(0): a port picked there and freed can be taken by another
+# connection before our server binds it. Under pytest-xdist each worker draws from its own slice,
+# so two workers of one test run never pick the same port.
+PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now (127.0.0.1)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nothing listens on right now (127.0.0.1), from this xdist worker's slice of PORT_RANGE."""
+    low, high = PORT_RANGE
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = (high - low) // max(workers, 1)
+    start = low + index * size
+    for port in random.sample(range(start, start + size), k=min(size, 200)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + size}")
 
 
 def wait_for_port(port: int, *, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:

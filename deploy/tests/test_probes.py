@@ -6,11 +6,11 @@ import os
 import pytest
 
 from deploy.tests import k8s
-from tracker.tests.processes import gunicorn, http_get
+from tracker.tests.processes import gunicorn, http_get, suite_database_url
 
 
 @pytest.mark.parametrize("role", ["web", "limiter"])
-def test_the_role_boots_with_the_rendered_configuration_and_answers_its_probes(rendered, role, tmp_path):
+def test_the_role_boots_with_the_rendered_configuration_and_answers_its_probes(rendered, role, tmp_path, django_db_setup):
     docs = rendered["minikube"]
     settings = dict(k8s.settings_configmap(docs))
     rules = k8s.one(docs, "ConfigMap", "endpointstats-ratelimits")["data"]
@@ -25,7 +25,7 @@ def test_the_role_boots_with_the_rendered_configuration_and_answers_its_probes(r
         "DJANGO_ALLOWED_HOSTS": allowed_hosts.replace("$(PUBLIC_HOSTS)", settings["PUBLIC_HOSTS"]),
         "RATE_LIMITS_FILE": str(rules_dir / settings["RATE_LIMITS_FILE"].rsplit("/", 1)[1]),
         "BACKUP_DIR": str(tmp_path / "backups"),
-        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "DATABASE_URL": suite_database_url(),
         "REDIS_URL": os.environ["REDIS_URL"],
         "POD_NAME": f"{role}-probe-test",
     }

@@ -9,8 +9,18 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 from system.processes import REPO, free_port, start_gunicorn, start_redis, stop_process_group, wait_for_port
+
+
+def suite_database_url() -> str:
+    """The URL of this run's (under xdist: this worker's) test database, for processes the tests start."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def http_get(url: str, *, timeout: float = 10.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -52,6 +62,7 @@ def gunicorn(*, env: dict[str, str], role: str = "web", workers: int = 2):
         "LIMITER_PORT": str(port),
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
         "DJANGO_SECRET_KEY": "test-only",
+        "CACHE_KEY_PREFIX": f"test-proc-{uuid.uuid4().hex[:12]}",  # keys of its own unless the test shares its prefix
         **env,
     }
     process = start_gunicorn(role=role, port=port, env=full_env, workers=workers, stdout=subprocess.PIPE)
