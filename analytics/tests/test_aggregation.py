@@ -9,6 +9,7 @@ from django.utils import timezone
 from analytics import queries
 from analytics.models import DailyStat, GeoStat, HourlyStat
 from analytics.services import aggregation
+from tracker.models import AccessEvent
 
 pytestmark = pytest.mark.django_db
 HOUR = datetime(2026, 3, 1, 10, tzinfo=UTC)
@@ -77,11 +78,21 @@ def test_late_events_are_picked_up_when_recent_hours_are_aggregated_again(store,
     assert DailyStat.objects.get().access_count == 2
 
 
-def test_hours_older_than_the_retention_are_not_reaggregated(store, event, settings):
+def test_an_hour_older_than_the_retention_keeps_its_rollup_when_aggregated_again(store, event, settings):
     settings.ANALYTICS_RETENTION_DAYS = 1
+    store(event(occurred_at=HOUR + timedelta(minutes=1)), event(occurred_at=HOUR + timedelta(minutes=2)))
+    aggregation.aggregate_hour(hour=HOUR, now=HOUR + timedelta(hours=2))
+    before = (_rows(HourlyStat), _rows(DailyStat), _rows(GeoStat))
+    AccessEvent.objects.all().delete()  # its raw events pruned, as they are past the retention
+    later = HOUR + timedelta(days=2)
 
     with pytest.raises(aggregation.HourTooOld):
-        aggregation.aggregate_hour(hour=HOUR, now=HOUR + timedelta(days=2))
+        aggregation.aggregate_hour(hour=HOUR, now=later)
+    backfill = aggregation.aggregate_hours(start=HOUR, end=HOUR + timedelta(hours=1), now=later)
+
+    assert (backfill.skipped_too_old, backfill.rows) == (1, 0)
+    assert (_rows(HourlyStat), _rows(DailyStat), _rows(GeoStat)) == before  # not rebuilt from nothing
+    assert HourlyStat.objects.get(hour=HOUR).access_count == 2
 
 
 def test_p95_over_many_hours_is_within_2_percent_of_the_exact_value(store, event):

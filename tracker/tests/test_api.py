@@ -111,20 +111,25 @@ def test_openapi_schema_describes_the_api(client):
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "status"),
+    ("method", "path", "status", "body"),
     [
-        ("get", "/does/not/exist", 404),
-        ("post", "/stats", 405),
-        ("delete", "/", 405),
-        ("put", "/health", 405),
+        (
+            "get",
+            "/does/not/exist",
+            404,
+            {"error": "Not found", "message": "No endpoint at /does/not/exist. See /api/docs/ for the API."},
+        ),
+        ("post", "/stats", 405, {"error": "Method not allowed", "message": 'Method "POST" not allowed.'}),
+        ("delete", "/", 405, {"error": "Method not allowed", "message": 'Method "DELETE" not allowed.'}),
+        ("put", "/health", 405, {"error": "Method not allowed", "message": 'Method "PUT" not allowed.'}),
     ],
 )
-def test_bad_requests_get_a_json_error_not_a_500(client, method, path, status):
+def test_bad_requests_get_a_json_error_not_a_500(client, method, path, status, body):
     response = client.generic(method.upper(), path, data="{not json", content_type="application/json")
 
     assert response.status_code == status
-    body = response.json()
-    assert body["error"] and body["message"]
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == body  # the error names the problem; the broken body is never parsed
 
 
 def test_stats_rows_are_exactly_what_the_schema_serializer_describes(client):
