@@ -9,8 +9,9 @@ from deploy.tests import k8s
 from tracker.tests.processes import gunicorn, http_get, suite_database_url
 
 
+@pytest.mark.usefixtures("django_db_setup")  # this worker's test database exists before the roles connect
 @pytest.mark.parametrize("role", ["web", "limiter"])
-def test_the_role_boots_with_the_rendered_configuration_and_answers_its_probes(rendered, role, tmp_path, django_db_setup):
+def test_the_role_boots_with_the_rendered_configuration_and_answers_its_probes(rendered, role, tmp_path):
     docs = rendered["minikube"]
     settings = dict(k8s.settings_configmap(docs))
     rules = k8s.one(docs, "ConfigMap", "endpointstats-ratelimits")["data"]
