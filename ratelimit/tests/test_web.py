@@ -19,6 +19,7 @@ def decisions(endpoint: str, outcome: str) -> float:
     return metric("endpointstats_ratelimit_decisions_total", endpoint=endpoint, outcome=outcome)
 
 
+@pytest.mark.contract
 def test_over_the_limit_the_reference_429_with_retry_after_and_rate_limit_headers(
     client, settings, client_ip_far_from_window_end
 ):
@@ -126,6 +127,7 @@ def test_per_endpoint_shadow_leaves_other_endpoints_enforced(client, settings):
     assert [client.get("/stats", REMOTE_ADDR="203.0.113.51").status_code for _ in range(2)] == [200, 429]
 
 
+@pytest.mark.contract
 def test_lowering_a_limit_keeps_the_counts_of_the_current_window(client, settings, client_ip_far_from_window_end):
     settings.RATE_LIMITS = {"/": 10}
     ip = client_ip_far_from_window_end(60)
@@ -189,6 +191,7 @@ def test_clients_reaching_80_percent_are_counted_once_per_window(client, setting
     assert metric("endpointstats_ratelimit_near_limit_total", endpoint="/stats") == before + 1
 
 
+@pytest.mark.contract
 def test_each_client_and_each_endpoint_has_its_own_counter(client, settings, client_ip_far_from_window_end):
     settings.RATE_LIMITS = {"/": 1, "/stats": 1}
     ip = client_ip_far_from_window_end(60)  # its two requests to / fall in one window

@@ -37,6 +37,7 @@ def test_drain_stores_every_buffered_event_once_and_counts_it(make_event):
     assert buffer.depth() == {"queued": 0, "pending": 0, "dead": 0}
 
 
+@pytest.mark.contract
 def test_storing_the_same_events_twice_counts_them_once(make_event):
     events = [make_event(endpoint="/a") for _ in range(5)]
 
@@ -128,6 +129,7 @@ def test_the_drain_lag_is_how_long_the_oldest_unacknowledged_event_has_been_buff
     assert buffer.drain_lag_seconds(now=time.time() + 90) == 0.0
 
 
+@pytest.mark.contract
 def test_counters_keep_the_latest_request_as_last(make_event):
     late = make_event(endpoint="/x", occurred_at=T0 + timedelta(minutes=5), duration_ms=9.0, client_ip="198.51.100.1")
     early = make_event(endpoint="/x", occurred_at=T0, duration_ms=1.0, client_ip="198.51.100.2")

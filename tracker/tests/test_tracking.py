@@ -14,18 +14,20 @@ def client():
     return APIClient(raise_request_exception=False)
 
 
-def test_requests_to_one_route_are_one_endpoint(client):
+@pytest.mark.contract
+def test_requests_to_one_route_are_one_endpoint(client, drain):
     for pk in (1, 2, 3, 9999):
         assert client.get(f"/items/{pk}").status_code == 200
-    services.drain_buffer()
+    drain()
 
     assert list(EndpointStat.objects.values_list("endpoint", "access_count")) == [("/items/<int:pk>", 4)]
 
 
-def test_paths_that_match_no_route_share_one_endpoint(client):
+@pytest.mark.contract
+def test_paths_that_match_no_route_share_one_endpoint(client, drain):
     for path in ("/a", "/b/c", "/items/not-a-number", "/%00weird"):
         assert client.get(path).status_code == 404
-    services.drain_buffer()
+    drain()
 
     assert list(EndpointStat.objects.values_list("endpoint", "access_count")) == [("<unmatched>", 4)]
 
