@@ -22,7 +22,12 @@ from tracker.events import Event
 EMBEDDED_RUN = os.environ.get("ES_TEST_BACKEND") == "sqlite"
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-django's own ordering (database tests by kind)
 def pytest_collection_modifyitems(config, items):
+    # The system tests (a private stack each module, the fault suite alone ~4 min) start first, so
+    # under xdist the longest file runs while the other workers share the rest, not after it. They
+    # use no test database, so moving them ahead of the database tests changes nothing for those.
+    items.sort(key=lambda item: not (item.nodeid.startswith("system/") and "django_db" not in item.keywords))
     if EMBEDDED_RUN:
 
         def embedded(item) -> bool:

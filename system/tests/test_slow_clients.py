@@ -6,7 +6,7 @@ import socket
 import pytest
 from django.conf import settings
 
-from tracker.tests.processes import gunicorn, http_get
+from tracker.tests.processes import gunicorn, http_get, suite_database_url
 
 
 @contextlib.contextmanager
@@ -25,10 +25,11 @@ def slow_clients(url: str, count: int):
             sock.close()
 
 
+@pytest.mark.usefixtures("django_db_setup")  # this worker's test database exists before the role connects
 @pytest.mark.parametrize("role", ["web", "limiter"])
 def test_two_slow_clients_do_not_stop_a_role_with_threads(role):
     env = {
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": suite_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "GUNICORN_THREADS": "4",  # the documented setting for direct exposure
     }
@@ -41,8 +42,3 @@ def test_two_slow_clients_do_not_stop_a_role_with_threads(role):
             statuses = [http_get(url + "/health/live", timeout=5)[0] for _ in range(6)]
 
     assert statuses == [200] * 6
-
-
-def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"

@@ -9,7 +9,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 
 from system.processes import REPO, free_port, start_gunicorn, start_redis, stop_process_group, wait_for_port
 
@@ -48,6 +47,14 @@ def private_redis():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _test_key_prefix() -> str:
+    """The running test's own cache key prefix (conftest.isolated_cache): the roles one test starts
+    share their keys, tests never do, and the test's teardown deletes them."""
+    from django.conf import settings
+
+    return settings.CACHES["default"]["KEY_PREFIX"]
+
+
 @contextlib.contextmanager
 def gunicorn(*, env: dict[str, str], role: str = "web", workers: int = 2):
     """Start a gunicorn role exactly as the Procfile does, on a free loopback port."""
@@ -62,7 +69,7 @@ def gunicorn(*, env: dict[str, str], role: str = "web", workers: int = 2):
         "LIMITER_PORT": str(port),
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
         "DJANGO_SECRET_KEY": "test-only",
-        "CACHE_KEY_PREFIX": f"test-proc-{uuid.uuid4().hex[:12]}",  # keys of its own unless the test shares its prefix
+        "CACHE_KEY_PREFIX": _test_key_prefix(),
         **env,
     }
     process = start_gunicorn(role=role, port=port, env=full_env, workers=workers, stdout=subprocess.PIPE)
