@@ -12,8 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from analytics import services as analytics_services
-from analytics.queries import floor_time
+from analytics.periods import floor_time
+from analytics.services import aggregation, tokens
 from console.models import TaskRun
 from tracker import services as tracker_services
 
@@ -54,13 +54,13 @@ def add_rows(first: int, last: int, *, make_event, user) -> None:
                 for m in range(3)
             ]
         events.append(make_event(endpoint=f"/e{n}", occurred_at=now - timedelta(minutes=2), status_code=500))
-        analytics_services.create_token(name=f"svc-{n}")
+        tokens.create_token(name=f"svc-{n}")
         TaskRun.objects.create(kind=TaskRun.Kind.DRAIN, requested_by=user)
         type(user).objects.create_user(f"user-{n}", f"user-{n}@example.com", "a-long-password-3")
         Group.objects.create(name=f"group-{n}")
     tracker_services.store_events(events)
     for hour in hours:
-        analytics_services.aggregate_hour(hour=hour, now=now)
+        aggregation.aggregate_hour(hour=hour, now=now)
 
 
 def count_queries(settings, client, url: str, params: dict | None = None) -> int:
