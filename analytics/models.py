@@ -95,6 +95,36 @@ class DailyStat(models.Model):
         return f"{self.endpoint} {self.day}"
 
 
+class RangeStat(models.Model):
+    """The merge of one endpoint's rollups over [start, end): a pre-merged run of hours or days.
+
+    Long periods are answered from a few of these instead of one row per hour or day (see
+    analytics.rollup_ranges for which runs exist: within each UTC day, the first k and the last k
+    hours; within each 16-day block, the first k and the last k days). Rebuilt, in the same
+    transaction, whenever a complete hour they hold is aggregated again, so a run never goes stale
+    while it can be read; only recent ones are kept (periods reach back 30 days).
+    """
+
+    endpoint = models.CharField(max_length=200)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    access_count = models.BigIntegerField(default=0)
+    error_count = models.BigIntegerField(default=0)
+    total_response_time_ms = models.FloatField(default=0)
+    timed_count = models.BigIntegerField(default=0)
+    last_accessed_at = models.DateTimeField(null=True, blank=True)
+    latency_histogram = models.BinaryField(default=b"")
+    client_sketch = models.BinaryField(default=b"")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["start", "end", "endpoint"], name="rangestat_unique_start_end_endpoint")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.start:%Y-%m-%d %H:00} .. {self.end:%Y-%m-%d %H:00}"
+
+
 class GeoStat(models.Model):
     """Requests per country, endpoint and UTC day (country '' = unknown, private or loopback).
 

@@ -40,7 +40,7 @@ class Summary:
     timed_count: int = 0
     last_accessed_at: datetime | None = None
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(sketches.BUCKETS, dtype=np.int64))
-    sketch: np.ndarray = field(default_factory=lambda: np.zeros(sketches.HLL_REGISTERS, dtype=np.uint8))
+    sketch: np.ndarray = field(default_factory=sketches.empty_sketch)
     unique_clients: int | None = None  # exact when known (one hour, or raw), else estimated from sketch
     countries: dict[str, int] = field(default_factory=dict)
     # Raw-event summaries only (HourlyStat keeps them; merges of rollups do not carry them).
@@ -78,7 +78,7 @@ class Summary:
             "timed_count": self.timed_count,
             "last_accessed_at": self.last_accessed_at,
             "latency_histogram": sketches.dense_to_blob(self.histogram),
-            "client_sketch": np.asarray(self.sketch, dtype=np.uint8).tobytes(),
+            "client_sketch": sketches.encode_sketch(self.sketch),
         }
 
 
@@ -114,7 +114,7 @@ def merge_summaries(target: dict[str, Summary], extra: dict[str, Summary]) -> No
             last=part.last_accessed_at,
         )
         summary.histogram = summary.histogram + part.histogram
-        summary.sketch = np.maximum(summary.sketch, part.sketch)
+        summary.sketch = sketches.union(summary.sketch, part.sketch)
         summary.unique_clients = None  # two parts: only the sketch can combine them
         summary.client_error_count += part.client_error_count
         summary.throttled_count += part.throttled_count

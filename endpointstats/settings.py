@@ -374,6 +374,9 @@ ANALYTICS_RETENTION_DAYS = env_int("ANALYTICS_RETENTION_DAYS", 30)  # raw events
 ANALYTICS_COLLECT_NEW_ENDPOINTS_PER_TOKEN = env_int("ANALYTICS_COLLECT_NEW_ENDPOINTS_PER_TOKEN", 50)
 # Points (buckets x endpoints) one /analytics/timeseries answer may hold; more is a 400 saying so.
 ANALYTICS_MAX_POINTS = env_int("ANALYTICS_MAX_POINTS", 10000)
+# Rows per page of /analytics/stats and /analytics/geo (limit/offset): the default, and the most a limit may ask.
+ANALYTICS_PAGE_SIZE = env_int("ANALYTICS_PAGE_SIZE", 100)
+ANALYTICS_MAX_PAGE_SIZE = env_int("ANALYTICS_MAX_PAGE_SIZE", 500)
 ANALYTICS_PRUNE_BATCH_SIZE = env_int("ANALYTICS_PRUNE_BATCH_SIZE", 10000)
 ANALYTICS_REAGGREGATE_HOURS = env_int("ANALYTICS_REAGGREGATE_HOURS", 3)  # late events are picked up this long
 # The running hour is aggregated every ANALYTICS_LIVE_AGGREGATION_SECONDS (above, with the beat

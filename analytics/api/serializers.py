@@ -2,6 +2,7 @@
 
 import re
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -143,6 +144,36 @@ class StatsParams(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+_PAGE_LIMIT_MESSAGE = "At most {max_value} rows per page (ANALYTICS_MAX_PAGE_SIZE); ask for the next ones with offset."
+
+
+class PagedParams(StatsParams):
+    """StatsParams and a page: limit rows from offset. A limit over ANALYTICS_MAX_PAGE_SIZE is a 400 that
+    says the maximum."""
+
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.ANALYTICS_MAX_PAGE_SIZE,  # for the schema; validate_limit reads the setting now
+        help_text=f"Rows per page (default ANALYTICS_PAGE_SIZE, {settings.ANALYTICS_PAGE_SIZE}); more than "
+        f"ANALYTICS_MAX_PAGE_SIZE ({settings.ANALYTICS_MAX_PAGE_SIZE}) is a 400 that says so.",
+        error_messages={"max_value": _PAGE_LIMIT_MESSAGE},
+    )
+    offset = serializers.IntegerField(
+        required=False, min_value=0, default=0, help_text="Rows to skip (the previous answer's next_offset)."
+    )
+
+    def validate_limit(self, value: int) -> int:
+        if value > settings.ANALYTICS_MAX_PAGE_SIZE:
+            raise serializers.ValidationError(_PAGE_LIMIT_MESSAGE.format(max_value=settings.ANALYTICS_MAX_PAGE_SIZE))
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        attrs.setdefault("limit", min(settings.ANALYTICS_PAGE_SIZE, settings.ANALYTICS_MAX_PAGE_SIZE))
+        return attrs
+
+
 class TimeseriesParams(StatsParams):
     interval = _choice(
         "interval",
@@ -168,11 +199,20 @@ class AnalyticsEndpointStatsOutput(serializers.Serializer):
     avg_response_time = serializers.FloatField(allow_null=True, help_text="Seconds.")
     p95_response_time = serializers.FloatField(allow_null=True, help_text="Seconds (within 1.5% for 24h+).")
     last_accessed = serializers.DateTimeField(allow_null=True)
-    unique_clients = serializers.IntegerField(help_text="Exact under 24h, else a HyperLogLog estimate (~3%).")
+    unique_clients = serializers.IntegerField(
+        help_text="Exact under 24h, else a HyperLogLog estimate (1.6% standard error)."
+    )
     error_count = serializers.IntegerField()
 
 
-class AnalyticsStatsOutput(serializers.Serializer):
+class PageOutput(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Rows in the whole answer, over all pages.")
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    next_offset = serializers.IntegerField(allow_null=True, help_text="The offset of the next page; null on the last.")
+
+
+class AnalyticsStatsOutput(PageOutput):
     period = serializers.CharField()
     stats = AnalyticsEndpointStatsOutput(many=True)
 
@@ -196,7 +236,7 @@ class CountryOutput(serializers.Serializer):
     access_count = serializers.IntegerField()
 
 
-class AnalyticsGeoOutput(serializers.Serializer):
+class AnalyticsGeoOutput(PageOutput):
     period = serializers.CharField()
     endpoint = serializers.CharField(allow_null=True)
     geo = CountryOutput(many=True)

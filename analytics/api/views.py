@@ -5,7 +5,8 @@ DRF serializers would dominate the response time); the Output serializers docume
 """
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -24,6 +25,7 @@ from analytics.api.serializers import (
     AnalyticsTimeseriesOutput,
     CollectEventInput,
     CollectOutput,
+    PagedParams,
     StatsParams,
     TimeseriesParams,
 )
@@ -146,13 +148,34 @@ class AnalyticsReadView(APIView):
         return dict(params.validated_data)
 
 
-class AnalyticsStatsView(AnalyticsReadView):
-    """GET /analytics/stats?endpoint=&period= : per-endpoint figures over the period."""
+_Row = TypeVar("_Row")
 
-    @extend_schema(parameters=[StatsParams], responses=AnalyticsStatsOutput)
+
+def _page(rows: list[_Row], params: Mapping[str, Any]) -> tuple[list[_Row], dict[str, int | None]]:
+    """The page of `rows` that limit/offset ask for, and the paging fields of the answer."""
+    limit, offset = params["limit"], params["offset"]
+    following = offset + limit
+    fields = {
+        "count": len(rows),
+        "limit": limit,
+        "offset": offset,
+        "next_offset": following if following < len(rows) else None,
+    }
+    return rows[offset:following], fields
+
+
+class AnalyticsStatsView(AnalyticsReadView):
+    """GET /analytics/stats?endpoint=&period=&limit=&offset= : per-endpoint figures over the period."""
+
+    params_class = PagedParams
+
+    @extend_schema(parameters=[PagedParams], responses=AnalyticsStatsOutput)
     def get(self, request: Request) -> Response:
         params = self.params(request)
-        rows = queries.endpoint_stats(now=timezone.now(), **params)
+        rows, page = _page(
+            queries.endpoint_stats(now=timezone.now(), period=params["period"], endpoint=params.get("endpoint")),
+            params,
+        )
         stats = [
             {
                 "endpoint": row.endpoint,
@@ -165,7 +188,7 @@ class AnalyticsStatsView(AnalyticsReadView):
             }
             for row in rows
         ]
-        return Response({"period": params["period"], "stats": stats})
+        return Response({"period": params["period"], **page, "stats": stats})
 
 
 class AnalyticsTimeseriesView(AnalyticsReadView):
@@ -193,16 +216,23 @@ class AnalyticsTimeseriesView(AnalyticsReadView):
 
 
 class AnalyticsGeoView(AnalyticsReadView):
-    """GET /analytics/geo?period=&endpoint= : requests per country (the "Endpoint Distribution")."""
+    """GET /analytics/geo?period=&endpoint=&limit=&offset= : requests per country (the "Endpoint
+    Distribution")."""
 
-    @extend_schema(parameters=[StatsParams], responses=AnalyticsGeoOutput)
+    params_class = PagedParams
+
+    @extend_schema(parameters=[PagedParams], responses=AnalyticsGeoOutput)
     def get(self, request: Request) -> Response:
         params = self.params(request)
-        rows = queries.geo_distribution(now=timezone.now(), **params)
+        rows, page = _page(
+            queries.geo_distribution(now=timezone.now(), period=params["period"], endpoint=params.get("endpoint")),
+            params,
+        )
         return Response(
             {
                 "period": params["period"],
                 "endpoint": params.get("endpoint"),
+                **page,
                 "geo": [{"country_code": row.country or None, "access_count": row.access_count} for row in rows],
             }
         )

@@ -9,9 +9,10 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 
-from analytics import queries, rollup_cache
-from analytics.models import AggregationWatermark, DailyStat, GeoStat, HourlyStat
+from analytics import queries, rollup_cache, rollup_ranges, sketches
+from analytics.models import AggregationWatermark, DailyStat, GeoStat, HourlyStat, RangeStat
 from analytics.periods import HOUR, PERIODS, floor_time, uses_rollups
 from analytics.services.retention import retention_cutoff
 from analytics.summaries import ROLLUP_MERGE_COLUMNS, Summary, merge_rollup_rows, merge_summaries
@@ -39,7 +40,8 @@ def aggregate_hour(*, hour: datetime, now: datetime, rebuild_day: bool = True) -
     never double counts; two runs at once serialise on a transaction-level advisory lock.
     Raises HourTooOld for an hour that starts before the retention cutoff (its raw events may
     be gone, and the rollup is the only record left). Returns the number of HourlyStat rows.
-    rebuild_day=False leaves the day's rows to a later call (backfills rebuild each day once).
+    rebuild_day=False leaves the day's rows and the runs of rollups (RangeStat) that hold the hour
+    to a later rebuild_day() (backfills rebuild each day once).
     """
     hour = floor_time(hour, HOUR)
     if hour < floor_time(retention_cutoff(now=now), HOUR) + HOUR:
@@ -52,6 +54,7 @@ def aggregate_hour(*, hour: datetime, now: datetime, rebuild_day: bool = True) -
     written = _write_hour(hour=hour, until=until, summaries=summaries, covered_event_id=None)
     if rebuild_day:
         _rebuild_day(day=hour.date())
+        _rebuild_runs(day=hour.date(), hour=hour)
     if until == hour + HOUR:
         # A complete hour changed: cached merges of complete hours are stale from now on.
         transaction.on_commit(rollup_cache.forget)
@@ -214,6 +217,65 @@ def _rebuild_day(*, day: date) -> None:
     )
 
 
+@transaction.atomic
+def rebuild_day(*, day: date) -> None:
+    """DailyStat, GeoStat and every run of rollups (RangeStat) of one day, from its HourlyStat rows.
+    Idempotent."""
+    _rebuild_day(day=day)
+    _rebuild_runs(day=day, hour=None)
+
+
+def _rebuild_runs(*, day: date, hour: datetime | None) -> int:
+    """The RangeStat runs that hold `hour` (None: every run that holds a part of `day`), from the
+    day's HourlyStat rows and its block's DailyStat rows (caller holds a transaction and the day's
+    lock, and has rebuilt the day's DailyStat). Returns the number of rows written."""
+    start = rollup_ranges.day_start(day)
+    changed = None if hour is None else int((hour - start) / HOUR)
+    runs = [(lo, hi) for lo, hi in rollup_ranges.hour_runs() if changed is None or lo <= changed < hi]
+    hours = HourlyStat.objects.filter(hour__gte=start, hour__lt=start + timedelta(days=1))
+    rows = ((int((moment - start) / HOUR), *rest) for moment, *rest in hours.values_list("hour", *ROLLUP_MERGE_COLUMNS))
+    merged = rollup_ranges.merge_runs(rows=rows, units=24, runs=runs)
+    written = _write_runs(merged=merged, origin=start, unit=HOUR)
+    block = rollup_ranges.block_of(day)
+    index = (day - block).days
+    runs = [(lo, hi) for lo, hi in rollup_ranges.day_runs() if lo <= index < hi]
+    days = DailyStat.objects.filter(day__gte=block, day__lt=block + timedelta(days=rollup_ranges.BLOCK_DAYS))
+    rows = ((int((moment - block).days), *rest) for moment, *rest in days.values_list("day", *ROLLUP_MERGE_COLUMNS))
+    merged = rollup_ranges.merge_runs(rows=rows, units=rollup_ranges.BLOCK_DAYS, runs=runs)
+    return written + _write_runs(merged=merged, origin=rollup_ranges.day_start(block), unit=timedelta(days=1))
+
+
+def _write_runs(
+    *, merged: dict[tuple[int, int], dict[str, rollup_ranges.Merged]], origin: datetime, unit: timedelta
+) -> int:
+    """Replace the RangeStat rows of the given runs ([lo, hi) units from origin) with `merged`."""
+    if not merged:
+        return 0
+    spans = [(origin + lo * unit, origin + hi * unit) for lo, hi in merged]
+    which = Q()
+    for start, end in spans:
+        which |= Q(start=start, end=end)
+    RangeStat.objects.filter(which).delete()
+    rows = [
+        RangeStat(
+            endpoint=name,
+            start=start,
+            end=end,
+            access_count=m.access_count,
+            error_count=m.error_count,
+            total_response_time_ms=m.total_response_time_ms,
+            timed_count=m.timed_count,
+            last_accessed_at=m.last_accessed_at,
+            latency_histogram=sketches.dense_to_blob(m.histogram),
+            client_sketch=sketches.encode_sketch(m.sketch),
+        )
+        for (start, end), per_endpoint in zip(spans, merged.values(), strict=True)
+        for name, m in sorted(per_endpoint.items())
+    ]
+    RangeStat.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
+
+
 def _advisory_lock(namespace: str, key: int) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -256,10 +318,13 @@ def aggregate_hours(
     for done, hour in enumerate(hours, start=1):
         last_of_day = done == len(hours) or hours[done].date() != hour.date()
         try:
-            written = aggregate_hour(hour=hour, now=now, rebuild_day=last_of_day)
+            written = aggregate_hour(hour=hour, now=now, rebuild_day=False)
         except HourTooOld:
             skipped += 1
             written = 0
+        if last_of_day:
+            rebuild_day(day=hour.date())
+            rollup_cache.forget()  # merges cached since the day's hours were written are stale
         rows += written
         if progress:
             progress(done, len(hours), hour, written)

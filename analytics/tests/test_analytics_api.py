@@ -143,6 +143,10 @@ def test_geo_counts_requests_per_country_and_private_addresses_have_none(client,
     assert everything == {
         "period": "7d",
         "endpoint": None,
+        "count": 3,
+        "limit": 100,
+        "offset": 0,
+        "next_offset": None,
         "geo": [
             {"country_code": None, "access_count": 2},
             {"country_code": "GB", "access_count": 2},
@@ -198,3 +202,47 @@ def test_a_parameter_given_empty_is_a_400_not_the_default(client, path):
         "period": ["May not be empty: leave it out for the default."],
         "endpoint": ["May not be empty: leave it out for the default."],
     }
+
+
+@pytest.mark.parametrize("path,key", [("/analytics/stats", "stats"), ("/analytics/geo", "geo")])
+def test_list_answers_come_in_pages_and_a_limit_over_the_maximum_is_a_400_that_says_it(
+    client, store, event, now, settings, path, key
+):
+    settings.ANALYTICS_PAGE_SIZE, settings.ANALYTICS_MAX_PAGE_SIZE = 2, 3
+    addresses = ["81.2.69.160", "8.8.8.8", "1.1.1.1", "10.0.0.1", "89.160.20.112"]  # GB, US, AU, private, SE
+    store(
+        *[
+            event(endpoint=f"/e{i}", occurred_at=now - timedelta(minutes=5), client_ip=address)
+            for i, address in enumerate(addresses)
+        ]
+    )
+    everything = []
+    offset = 0
+    while offset is not None:
+        body = client.get(path, {"period": "1h", "offset": offset}).json()
+        assert (body["count"], body["limit"], body["offset"]) == (body["count"], 2, offset)
+        assert len(body[key]) <= 2
+        everything += body[key]
+        offset = body["next_offset"]
+    assert len(everything) == body["count"] >= 4
+    at_max = client.get(path, {"period": "1h", "limit": 3})
+    assert at_max.status_code == 200 and len(at_max.json()[key]) == 3
+
+    over = client.get(path, {"period": "1h", "limit": 4})
+
+    assert over.status_code == 400
+    assert over.json()["details"] == {
+        "limit": ["At most 3 rows per page (ANALYTICS_MAX_PAGE_SIZE); ask for the next ones with offset."]
+    }
+    for bad in ({"limit": 0}, {"offset": -1}, {"limit": "ten"}):
+        assert client.get(path, {"period": "1h", **bad}).status_code == 400
+
+
+def test_the_schema_documents_the_page_parameters_and_their_maximum(client, settings):
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    for path in ("/analytics/stats", "/analytics/geo"):
+        operation = schema["paths"][path]["get"]
+        parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+        assert parameters["limit"]["schema"]["maximum"] == settings.ANALYTICS_MAX_PAGE_SIZE
+        assert parameters["offset"]["schema"]["minimum"] == 0
+        assert "400" in operation["responses"]

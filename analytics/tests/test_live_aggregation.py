@@ -42,7 +42,7 @@ def _one_pass(hour: datetime, until: datetime) -> dict[str, tuple]:
             s.timed_count,
             s.last_accessed_at,
             s.histogram.tolist(),
-            s.sketch.tobytes(),
+            sketches.encode_sketch(s.sketch),
             s.countries,
             s.p95_response_time_ms,
         )
