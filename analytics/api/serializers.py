@@ -139,6 +139,9 @@ class StatsParams(serializers.Serializer):
         blank = {
             name: ["May not be empty: leave it out for the default."] for name in self.fields if data.get(name) == ""
         }
+        # Each parameter is one value (a query string may repeat a name: `offset=1&offset=2` is refused).
+        if hasattr(data, "getlist"):
+            blank |= {name: ["Give it once."] for name in self.fields if len(data.getlist(name)) > 1}
         if blank:
             raise serializers.ValidationError(blank)
         return super().to_internal_value(data)

@@ -234,8 +234,9 @@ def test_list_answers_come_in_pages_and_a_limit_over_the_maximum_is_a_400_that_s
     assert over.json()["details"] == {
         "limit": ["At most 3 rows per page (ANALYTICS_MAX_PAGE_SIZE); ask for the next ones with offset."]
     }
-    for bad in ({"limit": 0}, {"offset": -1}, {"limit": "ten"}):
+    for bad in ({"limit": 0}, {"offset": -1}, {"limit": "ten"}, {"offset": [0, 2]}):
         assert client.get(path, {"period": "1h", **bad}).status_code == 400
+    assert client.get(path, {"period": "1h", "offset": [0, 2]}).json()["details"] == {"offset": ["Give it once."]}
 
 
 def test_the_schema_documents_the_page_parameters_and_their_maximum(client, settings):
