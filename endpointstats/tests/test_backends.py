@@ -12,7 +12,10 @@ import xml.etree.ElementTree as ET
 from tracker.tests.processes import REPO
 
 
-def test_the_contract_tests_pass_on_the_embedded_sqlite_backend_too(tmp_path):
+def test_the_contract_tests_pass_on_the_embedded_sqlite_backend_too(request, tmp_path):
+    # Under `make test --cov` the embedded run is measured too: its data file (.coverage.<suffix>
+    # beside .coverage) is combined into the report with the workers' own.
+    measured = ["-m", "coverage", "run", "--parallel-mode"] if request.config.getoption("cov_source", None) else []
     junit = tmp_path / "embedded.xml"
     env = {
         **{
@@ -26,7 +29,7 @@ def test_the_contract_tests_pass_on_the_embedded_sqlite_backend_too(tmp_path):
         "RUN_DIR": str(tmp_path / "run"),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:cov", "-q",
+        [sys.executable, *measured, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:cov", "-q",
          f"--junitxml={junit}", "tracker", "ratelimit", "analytics", "console"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
