@@ -102,12 +102,20 @@ def test_a_body_over_the_size_limit_is_a_413_in_json(authed, settings):
     assert _queued() == 0
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"42", b"[]"])
-def test_a_body_that_is_not_events_is_a_400(authed, body):
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "The body is not valid JSON: send an event object or a list of them."),
+        (b"42", "Send an event object or a non-empty list of them."),
+        (b"[]", "Send an event object or a non-empty list of them."),
+    ],
+)
+def test_a_body_that_is_not_events_is_a_400_that_says_what_to_send(authed, body, message):
     response = authed.post("/collect", data=body, content_type="application/json")
 
     assert response.status_code == 400
-    assert response.json()["message"]
+    assert response.json() == {"error": "Bad request", "message": message}
+    assert _queued() == 0
 
 
 def test_without_a_token_it_is_a_401(client):
