@@ -32,12 +32,12 @@ TEST_ENV := DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/end
 # The suite measures single-process metrics; gunicorn roles set their own directory.
 unexport PROMETHEUS_MULTIPROC_DIR
 
-$(STAMP): requirements.txt requirements.lock requirements-dev.txt
+$(STAMP): requirements.txt requirements.lock requirements-dev.txt requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	@# The image's exact packages (hash-checked), then the dev tools.
+	@# The image's exact packages, then the dev tools: both hash-checked, nothing resolved here.
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	touch $(STAMP)
 
 .secret_key:
@@ -51,12 +51,11 @@ superuser: $(STAMP) .secret_key
 	./scripts/manage.sh migrate --no-input -v 0
 	./scripts/manage.sh createsuperuser
 
+# The checks live in .pre-commit-config.yaml (ruff, ruff format, mypy, makemigrations --check,
+# lint-imports, deptry, shellcheck, hadolint): the same list runs here and, after `pre-commit install`, before
+# each commit. Add a check there, not here.
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/lint-imports  # one-way dependencies between and inside apps (pyproject.toml, docs/ARCHITECTURE.md)
-	$(BIN)/hadolint Dockerfile
-	$(BIN)/shellcheck -x deploy/minikube.sh scripts/run.sh scripts/manage.sh scripts/env.sh .ci/run
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -123,11 +122,15 @@ clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .run
 
 # requirements.lock: requirements.txt resolved, every package pinned with its hashes (the image
-# installs it with --require-hashes). Run after editing requirements.txt; uv reads PyPI's index.
+# installs it with --require-hashes). requirements-dev.lock: requirements-dev.txt resolved the same
+# way, with requirements.lock as constraints, so dev and CI run the image's exact versions.
+# Run after editing either .txt; uv reads PyPI's index.
 lock: $(STAMP)
 	$(BIN)/pip install --quiet uv==0.13.8
 	$(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
 		--custom-compile-command "make lock" requirements.txt -o requirements.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+		--custom-compile-command "make lock" --constraint requirements.lock requirements-dev.txt -o requirements-dev.lock
 
 # Known vulnerabilities in the lock (scripts/audit_lock.py): every pin at its newest release is checked
 # against PyPI's own vulnerability list for that release (the registry these machines reach serves

@@ -1,6 +1,9 @@
 """Admin: API tokens (created here, shown once, revoked by an action) and read-only rollups."""
 
 from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest
 from django.utils import timezone
 
 from analytics.models import ApiToken, DailyStat, GeoStat, HourlyStat
@@ -17,7 +20,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: ModelForm, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
@@ -28,11 +31,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Revoke the selected tokens")
-    def revoke(self, request, queryset):
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         count = tokens.revoke_tokens(ids=list(queryset.values_list("pk", flat=True)), now=timezone.now())
         self.message_user(request, f"Revoked {count} token(s).")
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
         return False  # revoke instead, so who had access stays on record
 
 

@@ -14,15 +14,19 @@ import os
 import re
 import sqlite3
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from django.core.files.storage import Storage
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 LAST_SUCCESS_KEY = "analytics:backup:last-success"
@@ -113,7 +117,7 @@ def last_success_timestamp() -> float | None:
     return files[0].stat().st_mtime if files else None
 
 
-def restore_backup(*, path: Path, database: dict, progress: Progress | None = None) -> None:
+def restore_backup(*, path: Path, database: Mapping[str, Any], progress: Progress | None = None) -> None:
     """Restore a backup into `database` (a Django DATABASES entry), which must be empty.
 
     Raises BackupError if the file is missing, of the wrong kind, or the database already
@@ -138,7 +142,7 @@ def offsite_enabled() -> bool:
     return "backups" in settings.STORAGES
 
 
-def _offsite():
+def _offsite() -> Storage:
     from django.core.files.storage import storages
 
     return storages["backups"]
@@ -203,7 +207,7 @@ def fetch_offsite_backup(*, name: str, folder: Path) -> Path:
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
-def _pg_env(db: dict) -> dict:
+def _pg_env(db: Mapping[str, Any]) -> dict:
     env = dict(os.environ)
     for key, var in (("HOST", "PGHOST"), ("PORT", "PGPORT"), ("USER", "PGUSER"), ("PASSWORD", "PGPASSWORD")):
         if db.get(key):
@@ -212,7 +216,7 @@ def _pg_env(db: dict) -> dict:
     return env
 
 
-def _pg_connect(db: dict):
+def _pg_connect(db: Mapping[str, Any]) -> psycopg2.extensions.connection:
     return psycopg2.connect(
         dbname=db["NAME"],
         user=db.get("USER") or None,
@@ -223,10 +227,12 @@ def _pg_connect(db: dict):
     )
 
 
-def _pg_table_count(db: dict) -> int:
+def _pg_table_count(db: Mapping[str, Any]) -> int:
     with contextlib.closing(_pg_connect(db)) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
-        return int(cursor.fetchone()[0])
+        row = cursor.fetchone()
+    assert row is not None  # count(*) always answers one row
+    return int(row[0])
 
 
 def _run_with_progress(command: list[str], env: dict, marker: str, total: int, progress: Progress | None) -> None:
@@ -235,7 +241,8 @@ def _run_with_progress(command: list[str], env: dict, marker: str, total: int, p
         process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     except FileNotFoundError:
         raise BackupError(f"{command[0]} is not installed: install the PostgreSQL client tools.") from None
-    done, tail = 0, []
+    done = 0
+    tail: list[str] = []
     assert process.stderr is not None
     for line in process.stderr:
         tail = (tail + [line.rstrip()])[-20:]
@@ -249,13 +256,13 @@ def _run_with_progress(command: list[str], env: dict, marker: str, total: int, p
         raise BackupError(f"{command[0]} failed: " + " | ".join(errors))
 
 
-def _pg_dump(db: dict, target: Path, progress: Progress | None) -> None:
+def _pg_dump(db: Mapping[str, Any], target: Path, progress: Progress | None) -> None:
     total = _pg_table_count(db)
     command = ["pg_dump", "--format=custom", "--verbose", "--no-owner", "--file", str(target)]
     _run_with_progress(command, _pg_env(db), "dumping contents of table", total, progress)
 
 
-def _pg_restore(db: dict, path: Path, progress: Progress | None) -> None:
+def _pg_restore(db: Mapping[str, Any], path: Path, progress: Progress | None) -> None:
     try:
         tables = _pg_table_count(db)
     except psycopg2.Error as error:
@@ -279,7 +286,7 @@ def _pg_restore(db: dict, path: Path, progress: Progress | None) -> None:
 
 
 def _sqlite_copy(source: Path, target: Path, progress: Progress | None) -> None:
-    def report(status, remaining, total):
+    def report(status: int, remaining: int, total: int) -> None:
         if progress and total:
             progress(total - remaining, total, "pages")
 

@@ -27,6 +27,8 @@ from analytics.periods import DAY, HOUR, INTERVALS, PERIODS, floor_time, uses_ro
 from analytics.summaries import ROLLUP_MERGE_COLUMNS, TOP_CLIENTS, Summary, merge_rollup_rows, merge_summaries
 from tracker.models import AccessEvent
 
+SqlParam = datetime | str | int  # what the raw statements here bind
+
 # The smallest step of a datetime: [start, now + INSTANT) holds the events up to now, inclusive.
 INSTANT = timedelta(microseconds=1)
 
@@ -70,7 +72,8 @@ def summarize_events(
     """
     if connection.vendor != "postgresql":
         return _summarize_in_python(start=start, end=end, endpoint=endpoint, up_to_event_id=up_to_event_id)
-    where, params = "occurred_at >= %s AND occurred_at < %s", [start, end]
+    where = "occurred_at >= %s AND occurred_at < %s"
+    params: list[SqlParam] = [start, end]
     if endpoint is not None:
         where += " AND endpoint = %s"
         params.append(endpoint)
@@ -108,11 +111,11 @@ def summarize_new_events(
         f"SELECT * FROM {table} WHERE id > %s AND id <= %s AND occurred_at >= %s AND occurred_at < %s"
         f" UNION ALL SELECT * FROM {table} WHERE id <= %s AND occurred_at >= %s AND occurred_at < %s"
     )
-    params = [covered_event_id, event_id, hour, until, covered_event_id, covered_until, until]
+    params: list[SqlParam] = [covered_event_id, event_id, hour, until, covered_event_id, covered_until, until]
     return _summarize_in_sql(source, params, exact_clients=False)
 
 
-def _summarize_in_sql(source: str, params: list[object], *, exact_clients: bool) -> dict[str, Summary]:
+def _summarize_in_sql(source: str, params: list[SqlParam], *, exact_clients: bool) -> dict[str, Summary]:
     """Summaries per endpoint of the events `source` (a SELECT * of AccessEvent rows) returns."""
     # HyperLogLog registers are computed in SQL (no per-client row leaves the database).
     sql = f"""
@@ -424,7 +427,8 @@ def _raw_buckets(buckets: _Buckets, *, start: datetime, end: datetime, step: tim
             )
         return
     seconds = int(step.total_seconds())
-    where, params = "occurred_at >= %s AND occurred_at < %s", [start, end]
+    where = "occurred_at >= %s AND occurred_at < %s"
+    params: list[SqlParam] = [start, end]
     if endpoint:
         where += " AND endpoint = %s"
         params.append(endpoint)

@@ -130,7 +130,7 @@ def _for_page(chart: dict) -> dict:
     unit = chart["unit"]
     digits = 0 if unit == "" else 1
 
-    def text(value) -> str:
+    def text(value: float | None) -> str:
         return "-" if value is None else f"{value:,.{digits}f}{unit}"
 
     return {

@@ -1,6 +1,7 @@
 """Input of the console's operations (validated here, carried out by a worker)."""
 
 from datetime import timedelta
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -12,12 +13,20 @@ HOUR = timedelta(hours=1)
 MAX_AGGREGATE_HOURS = 24 * 31
 
 
-class AggregateHoursForm(forms.Form):
+class OperationForm(forms.Form):
+    """A console operation's form: params() are the TaskRun's JSON-safe params once it is valid."""
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+
+class AggregateHoursForm(OperationForm):
     start = forms.DateTimeField(label="First hour", help_text="e.g. 2026-03-01 10:00")
     end = forms.DateTimeField(label="Last hour", help_text="included, e.g. 2026-03-01 12:00")
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("start"), data.get("end")
         if start is None or end is None:
             return data
@@ -40,13 +49,12 @@ class AggregateHoursForm(forms.Form):
         return {"start": self.cleaned_data["start"].isoformat(), "end": self.cleaned_data["end"].isoformat()}
 
 
-class ReplayForm(forms.Form):
+class ReplayForm(OperationForm):
     limit = forms.IntegerField(min_value=1, max_value=100_000, initial=10_000, help_text="Parked events to replay")
 
     def params(self) -> dict:
         return {"limit": self.cleaned_data["limit"]}
 
 
-class EmptyForm(forms.Form):
-    def params(self) -> dict:
-        return {}
+class EmptyForm(OperationForm):
+    pass

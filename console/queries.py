@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from celery.schedules import crontab
 from django.conf import settings
@@ -183,7 +185,7 @@ def _with_p95(row: EndpointRow, p95: float | None) -> EndpointRow:
     return EndpointRow(**{**row.__dict__, "p95_ms": p95})
 
 
-def _sums():
+def _sums() -> dict[str, Sum]:
     return {
         "requests": Sum("access_count"),
         "server_errors": Sum("error_count"),
@@ -199,22 +201,23 @@ def hourly_series(*, start: datetime, now: datetime, endpoint: str | None = None
     rows = HourlyStat.objects.filter(hour__gte=start)
     if endpoint is not None:
         rows = rows.filter(endpoint=endpoint)
-    found = {}
+    found: dict[datetime, Mapping[str, Any]] = {}
     if endpoint is None:
-        for row in rows.values("hour").annotate(**_sums()).order_by():
-            found[row["hour"]] = row
+        for summed in rows.values("hour").annotate(**_sums()).order_by():
+            found[summed["hour"]] = summed
     else:
-        for row in rows.values("hour", "access_count", "error_count", "client_error_count", "throttled_count",
-                               "total_response_time_ms", "timed_count", "p95_response_time_ms"):  # fmt: skip
-            found[row["hour"]] = {
-                "requests": row["access_count"],
-                "server_errors": row["error_count"],
-                "client_errors": row["client_error_count"],
-                "throttled": row["throttled_count"],
-                "total_ms": row["total_response_time_ms"],
-                "timed": row["timed_count"],
-                "p95": row["p95_response_time_ms"],
+        for stat in rows.values("hour", "access_count", "error_count", "client_error_count", "throttled_count",
+                                "total_response_time_ms", "timed_count", "p95_response_time_ms"):  # fmt: skip
+            found[stat["hour"]] = {
+                "requests": stat["access_count"],
+                "server_errors": stat["error_count"],
+                "client_errors": stat["client_error_count"],
+                "throttled": stat["throttled_count"],
+                "total_ms": stat["total_response_time_ms"],
+                "timed": stat["timed_count"],
+                "p95": stat["p95_response_time_ms"],
             }
+
     points = []
     hour = start
     last = floor_time(now, HOUR)
@@ -296,7 +299,9 @@ def top_clients(*, start: datetime, endpoint: str | None = None, limit: int = TO
     """Busiest client addresses since `start`, from each endpoint-hour's busiest (HourlyStat.top_clients):
     exact for clients that were among an hour's busiest, a lower bound otherwise. One query."""
     table = HourlyStat._meta.db_table
-    where, params = "hour >= %s", [start]
+    where = "hour >= %s"
+    params: list[datetime | str] = [start]
+
     if endpoint is not None:
         where += " AND endpoint = %s"
         params.append(endpoint)
@@ -390,10 +395,11 @@ def schedule() -> list[ScheduleEntry]:
     for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
         every = entry["schedule"]
         if isinstance(every, crontab):
-            text = (
-                f"cron {every._orig_minute} {every._orig_hour} {every._orig_day_of_month} "
-                f"{every._orig_month_of_year} {every._orig_day_of_week} (minute hour day month weekday, UTC)"
-            )
+            # crontab keeps the fields as written only in private attributes (not in its stubs).
+            fields = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+            written = " ".join(str(getattr(every, f"_orig_{field}")) for field in fields)
+            text = f"cron {written} (minute hour day month weekday, UTC)"
+
         elif isinstance(every, int | float | timedelta):
             seconds = every.total_seconds() if isinstance(every, timedelta) else float(every)
             text = f"every {seconds:g} s"

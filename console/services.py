@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -26,11 +27,12 @@ logger = logging.getLogger(__name__)
 Outcome = tuple[int | None, str]  # (rows touched, what was done)
 
 
-def request_task_run(*, kind: str, params: dict, user) -> TaskRun:
+def request_task_run(*, kind: str, params: dict, user: User | AnonymousUser | None) -> TaskRun:
     """A queued run of `kind` (a TaskRun.Kind) with JSON-safe params; the caller enqueues its task."""
     if kind not in TaskRun.Kind.values:
         raise ValueError(f"Unknown operation {kind!r}.")
-    return TaskRun.objects.create(kind=kind, params=params, requested_by=user if user and user.pk else None)
+    requested_by = user if user is not None and user.is_authenticated else None
+    return TaskRun.objects.create(kind=kind, params=params, requested_by=requested_by)
 
 
 def execute_task_run(*, run_id: int, celery_task_id: str = "") -> TaskRun:

@@ -1,20 +1,23 @@
 """The admin site of the product: the overview as its index, the console's pages, a rate-limited login."""
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import URLPattern, URLResolver, path
 from django_ratelimit.core import is_ratelimited
 
 from tracker.clients import client_ip
 
 
-def _client(group, request) -> str:
+def _client(group: str | None, request: HttpRequest) -> str:
     return client_ip(request) or "unknown"
 
 
-def _username(group, request) -> str:
+def _username(group: str | None, request: HttpRequest) -> str:
     return (request.POST.get("username") or "").strip().lower()
 
 
@@ -24,7 +27,7 @@ class ConsoleAdminSite(admin.AdminSite):
     index_title = "Overview"
     login_template = "console/login.html"
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern | URLResolver]:
         from console import views
 
         own = [
@@ -38,13 +41,13 @@ class ConsoleAdminSite(admin.AdminSite):
         ]
         return own + super().get_urls()
 
-    def index(self, request, extra_context=None):
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         """The first page a staff user sees: the overview, with the models below it."""
         from console import views
 
         return views.overview(self)(request)
 
-    def login(self, request, extra_context=None):
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """Django's login, limited per client address and per username (django-ratelimit, on the
         shared cache): past either limit a POST answers 429 without checking the password."""
         if request.method == "POST":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
+from django.contrib.admin import AdminSite
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -12,11 +15,11 @@ from django.views.decorators.http import require_POST
 from redis.exceptions import RedisError
 
 from console import charts, queries, services, tasks
-from console.forms import AggregateHoursForm, EmptyForm, ReplayForm
+from console.forms import AggregateHoursForm, EmptyForm, OperationForm, ReplayForm
 from console.models import TaskRun
 
 RUN_PERMISSION = "console.run_operations"
-FORMS = {
+FORMS: dict[str, type[OperationForm]] = {
     TaskRun.Kind.AGGREGATE: AggregateHoursForm,
     TaskRun.Kind.BACKUP: EmptyForm,
     TaskRun.Kind.PRUNE: EmptyForm,
@@ -30,8 +33,9 @@ def _range(request: HttpRequest) -> str:
     return value if value in queries.RANGES else queries.DEFAULT_RANGE
 
 
-def overview(site):
-    def view(request: HttpRequest) -> HttpResponse:
+def overview(site: AdminSite) -> Callable[[HttpRequest], TemplateResponse]:
+    def view(request: HttpRequest) -> TemplateResponse:
+
         data = queries.overview(range_key=_range(request), now=timezone.now())
         context = {
             **site.each_context(request),
@@ -47,7 +51,7 @@ def overview(site):
     return view
 
 
-def endpoint_detail(site):
+def endpoint_detail(site: AdminSite) -> Callable[[HttpRequest], HttpResponse]:
     def view(request: HttpRequest) -> HttpResponse:
         endpoint = request.GET.get("endpoint", "").strip()
         if not endpoint:
@@ -65,7 +69,9 @@ def endpoint_detail(site):
     return view
 
 
-def operations(site, forms: dict | None = None, status: int = 200):
+def operations(
+    site: AdminSite, forms: dict[str, OperationForm] | None = None, status: int = 200
+) -> Callable[[HttpRequest], HttpResponse]:
     def view(request: HttpRequest) -> HttpResponse:
         try:
             letters, letters_error = queries.dead_letters(limit=50), ""
@@ -91,7 +97,7 @@ def operations(site, forms: dict | None = None, status: int = 200):
     return view
 
 
-def start_operation(site):
+def start_operation(site: AdminSite) -> Callable[..., HttpResponse]:
     @require_POST
     def view(request: HttpRequest, kind: str) -> HttpResponse:
         if not request.user.has_perm(RUN_PERMISSION):
@@ -102,7 +108,7 @@ def start_operation(site):
         if not form.is_valid():
             return operations(site, forms={kind: form}, status=400)(request)
         run = services.request_task_run(kind=kind, params=form.params(), user=request.user)
-        tasks.execute_task_run_task.delay_on_commit(run.pk)
+        tasks.execute_task_run_task.delay_on_commit(run.pk)  # type: ignore[attr-defined]  # celery 5.4+, not in celery-types
         messages.success(request, f"{run.get_kind_display()} queued as run #{run.pk}; its outcome shows below.")
         return HttpResponseRedirect(reverse("admin:console_operations") + f"#run-{run.pk}")
 

@@ -23,9 +23,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 class Channel(kombu_redis.Channel):
     def _connparams(self, asynchronous: bool = False) -> dict:
+
         if self.connection.client is None:  # the transport was detached by an earlier teardown
             raise RedisConnectionError("The broker connection is already closed.")
-        return super()._connparams(asynchronous=asynchronous)
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]  # private: not in celery-types
 
 
 class Transport(kombu_redis.Transport):

@@ -9,6 +9,8 @@ Also the process wiring the cluster needs from those two roles:
   worker's pool processes), served only when WORKER_METRICS_PORT is set.
 """
 
+from __future__ import annotations
+
 import atexit
 import contextlib
 import os
@@ -16,11 +18,16 @@ import shutil
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
 from celery.signals import beat_init, celeryd_init, worker_init, worker_process_shutdown, worker_ready
 
 from endpointstats import paths
+
+if TYPE_CHECKING:  # types only: the web roles import this module too, never the worker's machinery
+    from celery.beat import Service
+    from celery.worker import WorkController
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "endpointstats.settings")
 # `celery ... worker` / `celery ... beat` under make run set no ROLE: name it for the logs.
@@ -86,19 +93,19 @@ def _heartbeat_interval() -> float:
 class WorkerHeartbeat(bootsteps.StartStopStep):
     """Worker blueprint step: beats from the moment the pool is up until the worker stops."""
 
-    requires = {"celery.worker.components:Pool"}
+    requires = ("celery.worker.components:Pool",)
 
-    def __init__(self, worker, **kwargs) -> None:
+    def __init__(self, worker: WorkController, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.heartbeat = Heartbeat(path=heartbeat_path(role="worker"), interval=_heartbeat_interval())
 
-    def start(self, worker) -> None:
+    def start(self, worker: WorkController) -> None:
         self.heartbeat.start()
 
-    def stop(self, worker) -> None:
+    def stop(self, worker: WorkController) -> None:
         self.heartbeat.stop()
 
-    def shutdown(self, worker) -> None:
+    def shutdown(self, worker: WorkController) -> None:
         self.heartbeat.stop()
 
 
@@ -106,14 +113,14 @@ app.steps["worker"].add(WorkerHeartbeat)
 
 
 @beat_init.connect
-def start_beat_heartbeat(sender=None, **kwargs) -> None:
+def start_beat_heartbeat(sender: Service | None = None, **kwargs: Any) -> None:
     heartbeat = Heartbeat(path=heartbeat_path(role="beat"), interval=_heartbeat_interval())
     heartbeat.start()
     atexit.register(heartbeat.stop)
 
 
 @celeryd_init.connect
-def wipe_worker_metrics(**kwargs) -> None:
+def wipe_worker_metrics(**kwargs: Any) -> None:
     """Stale files from a previous container in the same pod would add old counts to new ones."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory and os.environ.get("WORKER_METRICS_PORT"):
@@ -122,7 +129,7 @@ def wipe_worker_metrics(**kwargs) -> None:
 
 
 @worker_init.connect
-def serve_worker_metrics(**kwargs) -> None:
+def serve_worker_metrics(**kwargs: Any) -> None:
     """Serve every pool process's metrics on WORKER_METRICS_PORT (before the pool forks)."""
     port = os.environ.get("WORKER_METRICS_PORT")
     if not port or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -135,7 +142,7 @@ def serve_worker_metrics(**kwargs) -> None:
 
 
 @worker_process_shutdown.connect
-def forget_dead_pool_process(pid=None, **kwargs) -> None:
+def forget_dead_pool_process(pid: int | None = None, **kwargs: Any) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
@@ -143,7 +150,7 @@ def forget_dead_pool_process(pid=None, **kwargs) -> None:
 
 
 @worker_ready.connect
-def log_redis_persistence(**kwargs) -> None:
+def log_redis_persistence(**kwargs: Any) -> None:
     """The worker drains the buffer: it says at start, loudly if so, what a Redis crash would lose."""
     from django.conf import settings
 

@@ -1,5 +1,9 @@
 """System checks for the admin's middleware stack (endpointstats.middleware.AdminMiddleware)."""
 
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
@@ -7,7 +11,7 @@ CSRF_MIDDLEWARE = "django.middleware.csrf.CsrfViewMiddleware"
 
 
 @register()
-def check_admin_middleware(app_configs, **kwargs) -> list[Error]:
+def check_admin_middleware(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Error]:
     """Stands in for the checks silenced in settings because this middleware moved into
     ADMIN_MIDDLEWARE (admin.E408-E410, security.W003): the admin still gets all four."""
     needed = [
@@ -26,7 +30,7 @@ def check_admin_middleware(app_configs, **kwargs) -> list[Error]:
 
 
 @register(Tags.security, deploy=True)
-def check_csrf_cookie_secure(app_configs, **kwargs) -> list[Warning]:
+def check_csrf_cookie_secure(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Warning]:
     """Django's security.W016, which looks for the CSRF middleware in MIDDLEWARE only."""
     if CSRF_MIDDLEWARE not in settings.ADMIN_MIDDLEWARE or settings.CSRF_USE_SESSIONS or settings.CSRF_COOKIE_SECURE:
         return []

@@ -2,9 +2,10 @@
 
 import logging
 import sys
+from typing import Any
 
 from django.db import InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 from rest_framework import exceptions
@@ -32,7 +33,7 @@ def dependency_unavailable(exc: BaseException) -> JsonResponse:
     return response
 
 
-def api_exception_handler(exc, context) -> Response | None:
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF errors as {"error": <short>, "message": <what to fix>, "details"?: <field errors>}."""
     if isinstance(exc, DEPENDENCY_ERRORS):
         return Response(_unavailable_body(exc), status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -66,21 +67,21 @@ def _short(status: int) -> str:
     }.get(status, "Error")
 
 
-def bad_request(request, exception=None):
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse({"error": "Bad request", "message": "The request could not be understood."}, status=400)
 
 
-def permission_denied(request, exception=None):
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse({"error": "Forbidden", "message": "You may not access this resource."}, status=403)
 
 
-def page_not_found(request, exception=None):
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(
         {"error": "Not found", "message": f"No endpoint at {request.path}. See /api/docs/ for the API."}, status=404
     )
 
 
-def server_error(request):
+def server_error(request: HttpRequest) -> JsonResponse:
     # Django calls this inside its except block: a data store outage outside DRF views (admin, sessions) is a 503 too.
     exc = sys.exc_info()[1]
     if isinstance(exc, DEPENDENCY_ERRORS):

@@ -4,9 +4,17 @@ Each role has a two-line config module (gunicorn_web, gunicorn_limiter) so that 
 Procfile and the Kubernetes manifests run the very same command.
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
+
 
 from endpointstats import logs, paths
 
@@ -45,20 +53,20 @@ def configure(*, role: str, port_variable: str, default_port: int) -> dict:
     return settings
 
 
-def on_starting(server) -> None:
+def on_starting(server: Arbiter) -> None:
     """Wipe metrics left by a previous run: stale files would add old counts to new ones."""
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
 
 
-def child_exit(server, worker) -> None:
+def child_exit(server: Arbiter, worker: Worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def post_worker_init(worker) -> None:
+def post_worker_init(worker: Worker) -> None:
     """The web role says once per start, loudly if so, what a Redis crash would lose (tracker.health)."""
     if os.environ.get("ROLE") == "web" and worker.age == 1:
         from django.conf import settings

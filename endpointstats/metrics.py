@@ -2,11 +2,12 @@
 
 import logging
 import os
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -15,7 +16,7 @@ logger = logging.getLogger(__name__)
 class BufferDepthCollector:
     """Events in the Redis buffer and the drain lag, read at scrape time (one pipelined round trip)."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         if not settings.REDIS_URL:
             return
         from tracker import buffer
@@ -43,7 +44,7 @@ class BufferDepthCollector:
 class RedisPersistenceCollector:
     """endpointstats_redis_persistent{mode}: 1 when a Redis crash keeps the buffer (AOF or snapshots), else 0."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from tracker import health
 
         mode = health.redis_persistence()
@@ -61,7 +62,7 @@ class RedisPersistenceCollector:
 class BackupCollector:
     """endpointstats_backup_last_success_timestamp_seconds, read at scrape time (absent before the first)."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from analytics import backups
 
         timestamp = backups.last_success_timestamp()

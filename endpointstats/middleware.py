@@ -1,6 +1,8 @@
 """Middleware wiring: the admin's own middleware stack, and cheap Prometheus request metrics."""
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.core.handlers.exception import convert_exception_to_response
@@ -8,6 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
 from endpointstats.requestmetrics import observe_request
+
+GetResponse = Callable[[HttpRequest], HttpResponse]
 
 
 class AdminMiddleware:
@@ -18,11 +22,12 @@ class AdminMiddleware:
     (CSRF's process_view), exactly as if they stood in MIDDLEWARE at this position.
     """
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
         self.prefixes = tuple(settings.ADMIN_PATHS)
-        self.view_hooks = []
-        handler = get_response
+        self.view_hooks: list[Callable[..., HttpResponse | None]] = []
+        handler: Callable[[HttpRequest], Any] = get_response
+
         for path in reversed(settings.ADMIN_MIDDLEWARE):
             middleware = import_string(path)(handler)
             if hasattr(middleware, "process_view"):
@@ -35,7 +40,13 @@ class AdminMiddleware:
             return self.admin_handler(request)
         return self.get_response(request)
 
-    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., HttpResponse],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponse | None:
         if not request.path_info.startswith(self.prefixes):
             return None
         for hook in self.view_hooks:
@@ -49,7 +60,7 @@ class RequestMetricsMiddleware:
     """Counts every response by endpoint (the resolved route), method and status class, and
     observes its duration; outermost, so the time covers every other middleware."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:

@@ -9,6 +9,7 @@ the node owning the slot. The client class only replaces the cache operations th
 keys in one command (MGET) by redis-py's slot-splitting versions.
 """
 
+from collections.abc import Iterable
 from typing import Any
 
 from django_redis.client import DefaultClient
@@ -45,7 +46,7 @@ class ClusterConnectionFactory(ConnectionFactory):
 class ClusterClient(DefaultClient):
     """django-redis's client on a cluster: MGET split by slot (keys of one call may live on several nodes)."""
 
-    def get_many(self, keys, version=None, client=None):
+    def get_many(self, keys: Iterable[Any], version: int | None = None, client: Any = None) -> dict[Any, Any]:
         if not keys:
             return {}
         if client is None:

@@ -24,8 +24,8 @@ REQUEST_SECONDS = Histogram(
 )
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
-_counters: dict[tuple[str, str, str], object] = {}
-_histograms: dict[str, object] = {}
+_counters: dict[tuple[str, str, str], Counter] = {}
+_histograms: dict[str, Histogram] = {}
 
 
 def observe_request(request: HttpRequest, status_code: int, seconds: float) -> None:

@@ -9,6 +9,7 @@ import os
 import socket
 import warnings
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from celery.schedules import crontab
@@ -213,6 +214,7 @@ REDIS_URL = env_secret("REDIS_URL", "")
 REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
 # Short socket timeouts: when Redis is gone the hot path falls back fast instead of hanging.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.5)
+CACHES: dict[str, dict[str, Any]]
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -268,7 +270,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(paths.beat_schedule_file())  # beat's bookke
 # How often the running hour's rollups advance (the beat entry below; a float: tests run it sub-second).
 ANALYTICS_LIVE_AGGREGATION_SECONDS = env_float("ANALYTICS_LIVE_AGGREGATION_SECONDS", 60)
 # The beat schedule lives here and only here; beat runs as a singleton role.
-CELERY_BEAT_SCHEDULE = {
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "drain-events": {  # keeps buffered events flowing into PostgreSQL
         "task": "tracker.tasks.drain_events_task",
         "schedule": env_float("DRAIN_INTERVAL_SECONDS", 1.0),
@@ -440,7 +442,7 @@ SPECTACULAR_SETTINGS = {
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"  # filled by collectstatic (make run, the image build)
 warnings.filterwarnings("ignore", message="No directory at")
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }

@@ -67,7 +67,7 @@ class SQLiteCache(BaseCache):
 
     # --- the cache API -------------------------------------------------------------------------
 
-    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
+    def add(self, key: str, value: Any, timeout: float | None = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         cursor = self._db().execute(
             "INSERT INTO cache (key, value, expires) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
@@ -77,12 +77,12 @@ class SQLiteCache(BaseCache):
         self._wrote()
         return cursor.rowcount == 1
 
-    def get(self, key, default=None, version=None) -> Any:
+    def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
         row = self._db().execute(f"SELECT value FROM cache WHERE key = ? AND {LIVE}", (key, time.time())).fetchone()
         return default if row is None else self._decode(row[0])
 
-    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> None:
+    def set(self, key: str, value: Any, timeout: float | None = DEFAULT_TIMEOUT, version: int | None = None) -> None:
         key = self.make_and_validate_key(key, version=version)
         self._db().execute(
             "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
@@ -90,14 +90,14 @@ class SQLiteCache(BaseCache):
         )
         self._wrote()
 
-    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
+    def touch(self, key: str, timeout: float | None = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         cursor = self._db().execute(
             f"UPDATE cache SET expires = ? WHERE key = ? AND {LIVE}", (self._expires(timeout), key, time.time())
         )
         return cursor.rowcount == 1
 
-    def incr(self, key, delta=1, version=None) -> int:
+    def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
         key = self.make_and_validate_key(key, version=version)
         row = (
             self._db()
@@ -112,11 +112,11 @@ class SQLiteCache(BaseCache):
             raise ValueError(f"Key '{key}' not found.")
         return row[0]
 
-    def delete(self, key, version=None) -> bool:
+    def delete(self, key: str, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         return self._db().execute("DELETE FROM cache WHERE key = ?", (key,)).rowcount == 1
 
-    def has_key(self, key, version=None) -> bool:
+    def has_key(self, key: str, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         row = self._db().execute(f"SELECT 1 FROM cache WHERE key = ? AND {LIVE}", (key, time.time())).fetchone()
         return row is not None
@@ -124,5 +124,6 @@ class SQLiteCache(BaseCache):
     def clear(self) -> None:
         self._db().execute("DELETE FROM cache")
 
-    def close(self, **kwargs) -> None:
+    def close(self, **kwargs: Any) -> None:
+
         pass  # one connection per thread for the life of the process; closing per request would cost a reopen

@@ -9,6 +9,8 @@ X-RateLimit-Limit / -Remaining / -Reset (Reset: Unix time in seconds, as GitHub'
 
 import math
 import time
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -20,7 +22,7 @@ from tracker.middleware import endpoint_name
 
 
 class RateLimitMiddleware:
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -32,11 +34,17 @@ class RateLimitMiddleware:
             add_headers(response, decision)
         return response
 
-    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponse | None:
         if settings.ROLE != "web" or request.path.startswith(tuple(settings.RATELIMIT_EXEMPT_PATHS)):
             return None
         decision = services.check_rate(endpoint=endpoint_name(request), client_ip=client_ip(request))
-        request.ratelimit_decision = decision
+        request.ratelimit_decision = decision  # type: ignore[attr-defined]  # read back in __call__
         if decision.outcome == services.LIMITED:
             return too_many_requests(decision)
         if not decision.allowed:  # Redis unreachable and RATELIMIT_FAIL_OPEN=false
@@ -46,6 +54,7 @@ class RateLimitMiddleware:
 
 def too_many_requests(decision: Decision) -> JsonResponse:
     usage = decision.binding
+    assert usage is not None  # a refusal always has a counter over its limit
     window = f"{usage.window_seconds} seconds" if usage.window_seconds != 1 else "second"
     response = JsonResponse(
         {
@@ -82,6 +91,7 @@ def add_headers(response: HttpResponse, decision: Decision) -> None:
         f'"{usage.policy}";r={usage.remaining};t={usage.reset_after}' for usage in decision.usages
     )
     binding = decision.binding
+    assert binding is not None  # called only for a decision with usages
     response["X-RateLimit-Limit"] = str(binding.limit)
     response["X-RateLimit-Remaining"] = str(binding.remaining)
     response["X-RateLimit-Reset"] = str(int(time.time()) + binding.reset_after)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -251,7 +252,7 @@ _store_lock = threading.Lock()
 def store() -> RulesStore:
     """The process's RulesStore for the current settings (rebuilt if RATE_LIMITS* settings change)."""
     global _store
-    config = {
+    config: dict[str, Any] = {
         "path": settings.RATE_LIMITS_FILE,
         "raw": settings.RATE_LIMITS,
         "reload_seconds": settings.RATE_LIMITS_RELOAD_SECONDS,

@@ -33,10 +33,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache, caches
+from django.core.cache.backends.base import BaseCache
 from django_ratelimit.core import _get_window
 from django_redis import get_redis_connection
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
+from prometheus_client import Counter
+from redis import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from ratelimit import rules as rules_module
@@ -184,12 +187,12 @@ def check_rate(*, endpoint: str, client_ip: str | None, bounded_endpoint: bool =
 
 
 @functools.cache  # labelled children, looked up once (endpoint names are bounded: routes or rules)
-def _decisions(endpoint: str, outcome: str):
+def _decisions(endpoint: str, outcome: str) -> Counter:
     return DECISIONS.labels(endpoint=endpoint, outcome=outcome)
 
 
 @functools.cache
-def _near_limit(endpoint: str):
+def _near_limit(endpoint: str) -> Counter:
     return NEAR_LIMIT.labels(endpoint=endpoint)
 
 
@@ -240,9 +243,12 @@ def counter_name(*, policy: str, window_seconds: int, window_end: int, endpoint:
     return f"rl:{{{client}}}:{policy}:{window_seconds}:{window_end}:{endpoint}"
 
 
-def counter_key(**parts) -> str:
+def counter_key(*, policy: str, window_seconds: int, window_end: int, endpoint: str, client: str) -> str:
     """The Redis key of one counter: its counter_name() under the cache's KEY_PREFIX."""
-    return cache.make_key(counter_name(**parts))
+    name = counter_name(
+        policy=policy, window_seconds=window_seconds, window_end=window_end, endpoint=endpoint, client=client
+    )
+    return cache.make_key(name)
 
 
 def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate], ...]) -> tuple[Usage, ...]:
@@ -281,7 +287,7 @@ def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate
     )
 
 
-def _add_or_incr(backend, name: str, expiry: int) -> int:
+def _add_or_incr(backend: BaseCache, name: str, expiry: int) -> int:
     if backend.add(name, 1, expiry):
         return 1
     return backend.incr(name)
@@ -290,7 +296,7 @@ def _add_or_incr(backend, name: str, expiry: int) -> int:
 _COUNT_SHA = hashlib.sha1(_COUNT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
-def _evalsha(client, *, keys: list[str], args: list[int]) -> list[int]:
+def _evalsha(client: Redis, *, keys: list[str], args: list[int]) -> list[int]:
     """Run the count script in one round trip on the connection this thread keeps (tracker.redis_direct).
 
     A new or flushed server answers NOSCRIPT: EVAL then sends the script, which it caches. A client

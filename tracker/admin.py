@@ -1,11 +1,15 @@
 """Admin of the tracking tables: read-only, and built for 10M events (no COUNT(*), no DISTINCT sidebars)."""
 
+from __future__ import annotations
+
 import ipaddress
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.db import connection
-from django.db.models import ExpressionWrapper, F, FloatField, Value
+from django.db.models import ExpressionWrapper, F, FloatField, QuerySet, Value
 from django.db.models.functions import NullIf
+from django.http import HttpRequest
 
 from tracker.admin_common import (
     CountryFilter,
@@ -18,6 +22,9 @@ from tracker.admin_common import (
 )
 from tracker.models import AccessEvent, EndpointStat
 from tracker.paginators import EstimatedCountPaginator
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
 
 
 @admin.register(EndpointStat)
@@ -38,7 +45,7 @@ class EndpointStatAdmin(ReadOnlyAdminMixin, CountsAdminMixin, admin.ModelAdmin):
     search_help_text = "Part of an endpoint, e.g. /items"
     ordering = ["-access_count"]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EndpointStat]:
         access = NullIf(F("access_count"), Value(0))
         return (
             super()
@@ -67,12 +74,13 @@ class StatusClassFilter(admin.SimpleListFilter):
     parameter_name = "status"
     RANGES = {"2xx": (200, 300), "3xx": (300, 400), "4xx": (400, 500), "5xx": (500, 600), "429": (429, 430)}
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [(key, "429 (rate limited)" if key == "429" else key) for key in self.RANGES]
 
-    def queryset(self, request, queryset):
-        if self.value() in self.RANGES:
-            low, high = self.RANGES[self.value()]
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value in self.RANGES:
+            low, high = self.RANGES[value]
             return queryset.filter(status_code__gte=low, status_code__lt=high)
         return queryset
 
@@ -84,10 +92,10 @@ class MethodFilter(admin.SimpleListFilter):
     parameter_name = "method"
     METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [(method, method) for method in self.METHODS]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.filter(method=self.value()) if self.value() else queryset
 
 
@@ -96,7 +104,7 @@ class OccurredFromFilter(TextInputFilter):
     parameter_name = "from"
     placeholder = "2026-03-01 or 2026-03-01T10:00"
 
-    def filter_queryset(self, queryset, value: str):
+    def filter_queryset(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
         return queryset.filter(occurred_at__gte=parse_moment(value))
 
 
@@ -105,7 +113,7 @@ class OccurredUntilFilter(TextInputFilter):
     parameter_name = "until"
     placeholder = "2026-03-02 (whole day)"
 
-    def filter_queryset(self, queryset, value: str):
+    def filter_queryset(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
         return queryset.filter(occurred_at__lte=parse_moment(value, end_of_day=True))
 
 
@@ -114,7 +122,7 @@ class PodFilter(TextInputFilter):
     parameter_name = "pod"
     placeholder = "web-7c9f-abcde"
 
-    def filter_queryset(self, queryset, value: str):
+    def filter_queryset(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
         return queryset.filter(pod_name=value)
 
 
@@ -143,7 +151,9 @@ class AccessEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def duration(self, obj: AccessEvent) -> str:
         return format_ms(obj.duration_ms)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[AccessEvent], search_term: str
+    ) -> tuple[QuerySet[AccessEvent], bool]:
         term = search_term.strip()
         if not term:
             return queryset, False

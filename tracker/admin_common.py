@@ -6,14 +6,21 @@ lives here once and the import graph stays one-way.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
 from django.utils.dateparse import parse_date, parse_datetime
 
 from tracker.models import EndpointStat
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+    from django.contrib.admin.views.main import ChangeList
 
 
 class ReadOnlyAdminMixin:
@@ -23,13 +30,13 @@ class ReadOnlyAdminMixin:
     is not offered, whatever the user's model permissions say.
     """
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -58,7 +65,7 @@ class TextInputFilter(admin.SimpleListFilter):
     template = "admin/text_input_filter.html"
     placeholder = ""
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> tuple[tuple[str, str], ...]:
         return ()
 
     def has_output(self) -> bool:
@@ -67,14 +74,15 @@ class TextInputFilter(admin.SimpleListFilter):
     def suggestions(self) -> list[str]:
         return []
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = (self.value() or "").strip()
         return self.filter_queryset(queryset, value) if value else queryset
 
-    def filter_queryset(self, queryset, value: str):
+    def filter_queryset(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
         raise NotImplementedError
 
-    def choices(self, changelist):
+    # The text box template takes its own keys, not the ones of Django's list of choices.
+    def choices(self, changelist: ChangeList) -> Iterator[dict[str, Any]]:  # type: ignore[override]
         # The form keeps every other filter and the search term as hidden fields.
         params = changelist.get_filters_params()
         hidden = [
@@ -106,7 +114,7 @@ class EndpointFilter(TextInputFilter):
     def suggestions(self) -> list[str]:
         return list(EndpointStat.objects.order_by("endpoint").values_list("endpoint", flat=True))
 
-    def filter_queryset(self, queryset, value: str):
+    def filter_queryset(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
         return queryset.filter(endpoint=value)
 
 
@@ -115,7 +123,7 @@ class CountryFilter(TextInputFilter):
     parameter_name = "country"
     placeholder = "DE, or - for unknown"
 
-    def filter_queryset(self, queryset, value: str):
+    def filter_queryset(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
         return queryset.filter(country="" if value == "-" else value.upper()[:2])
 
 

@@ -20,11 +20,13 @@ import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from django_redis import get_redis_connection
 from redis.exceptions import ResponseError
+from redis.lock import Lock
 
 from tracker import redis_direct
 
@@ -56,7 +58,9 @@ class DeadLetter:
     payload: bytes
 
 
-def connection():
+def connection() -> Any:
+    # Any, not redis.Redis: redis-py types every reply as the union of all its decode modes (and
+    # None); this client never decodes, so replies are bytes, as the callers treat them.
     return get_redis_connection("default")
 
 
@@ -150,7 +154,7 @@ def _read(*, shard: int, consumer: str, count: int, claim_idle_seconds: float) -
     return entries
 
 
-def _payloads(messages) -> list[Entry]:
+def _payloads(messages: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
     # A pending entry deleted meanwhile comes back without fields: nothing to store.
     return [(message_id, fields[FIELD]) for message_id, fields in messages if fields and FIELD in fields]
 
@@ -194,7 +198,7 @@ def forget_idle_consumers(*, shard: int, idle_seconds: float) -> int:
     return removed
 
 
-def drain_lock(*, shard: int, timeout: float):
+def drain_lock(*, shard: int, timeout: float) -> Lock:
     """A per-shard Redis lock: at most one drain per shard at a time."""
     return connection().lock(_key(shard, "drain-lock"), timeout=timeout, blocking=False)
 

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 
-def countries(addresses: list[str | None]) -> list[str]:
+def countries(addresses: Sequence[str | None]) -> list[str]:
     """ISO 3166-1 alpha-2 code for each address, '' where unknown or not a public address."""
     out = [""] * len(addresses)
-    public = [(i, a) for i, a in enumerate(addresses) if _is_public(a)]
+    public = [(i, a) for i, a in enumerate(addresses) if a and _is_public(a)]
     if not public:
         return out
     reader = _maxmind_reader()

@@ -6,6 +6,7 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django_redis import get_redis_connection
+from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from tracker import buffer
@@ -63,7 +64,8 @@ def redis_persistence(*, fresh: bool = False) -> str:
     return mode
 
 
-def _read_persistence(client) -> str:
+def _read_persistence(client: Redis) -> str:
+
     try:
         config = {name: str(client.config_get(name).get(name, "")) for name in ("appendonly", "appendfsync", "save")}
     except ResponseError:  # CONFIG renamed or refused: INFO still says whether AOF is on

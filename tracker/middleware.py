@@ -2,6 +2,7 @@
 
 import logging
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -16,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 class RequestTrackingMiddleware:
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:

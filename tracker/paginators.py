@@ -1,5 +1,8 @@
+from typing import Any
+
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 # Filtered lists count at most this many rows: beyond it, pages past the cap are not offered.
@@ -14,6 +17,7 @@ class EstimatedCountPaginator(Paginator):
     the page can say "about" or "at least" instead of passing either off as exact.
     """
 
+    object_list: QuerySet[Any]  # admin changelists page querysets
     is_estimate = False
 
     @cached_property
@@ -26,7 +30,7 @@ class EstimatedCountPaginator(Paginator):
                     "SELECT coalesce((SELECT sum(greatest(reltuples, 0)) FROM pg_class WHERE oid IN"
                     " (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(%s))),"
                     " (SELECT reltuples FROM pg_class WHERE relname = %s))::bigint",
-                    [query.model._meta.db_table] * 2,
+                    [self.object_list.model._meta.db_table] * 2,
                 )
                 row = cursor.fetchone()
             if row and row[0] > 10_000:

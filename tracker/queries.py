@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -37,7 +38,7 @@ def welcome_message() -> tuple[str, bool]:
     name = f"tracker:welcome:{settings.POD_NAME}"
     local = localcache.get(name)
     if local is not None:
-        return local, True
+        return cast(str, local), True
     try:
         message = cache.get(name)
         if message is None:
@@ -59,7 +60,8 @@ def endpoint_stats() -> tuple[list[dict], bool]:
     """
     local = localcache.get(STATS_CACHE_KEY)
     if local is not None:
-        return local, True
+        return cast(list[dict], local), True
+
     try:
         cached = cache.get(STATS_CACHE_KEY)
     except RedisError:

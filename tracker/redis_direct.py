@@ -58,7 +58,7 @@ def forget(connection: AbstractConnection) -> None:
 def _drop_if_stale(connection: AbstractConnection) -> None:
     """Disconnect a socket the server closed (a restart, an idle timeout) or that holds unread
     data, so the next send reconnects; as redis-py's pool checks a connection before lending it."""
-    if connection._sock is None:  # type: ignore[attr-defined]  # redis-py keeps the socket private
+    if connection._sock is None:  # redis-py keeps the socket private
         return
     try:
         stale = connection.can_read()

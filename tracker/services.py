@@ -188,7 +188,7 @@ def _store_batch(entries: list[buffer.Entry]) -> tuple[int, datetime | None, lis
     On PostgreSQL see storage.store_payloads. If any payload is unreadable, the batch is stored
     one event at a time instead, so only the bad ones are parked and the rest is kept.
     """
-    payloads = [payload for _, payload in entries]
+    payloads: list[bytes | str] = [payload for _, payload in entries]
     if connection.vendor == "postgresql":
         try:
             with transaction.atomic():

@@ -28,7 +28,7 @@ def _locate_and_protect(events: list[Event]) -> list[Event]:
     located = _locate([event.client_ip for event in events if event.client_ip])
     result = []
     for event in events:
-        country, client_ip = located.get(event.client_ip, ("", event.client_ip))
+        country, client_ip = located.get(event.client_ip or "", ("", event.client_ip))
         if country != event.country or client_ip != event.client_ip:
             event = replace(event, country=country, client_ip=client_ip)
         result.append(event)
@@ -429,7 +429,7 @@ def store_with_orm(events: list[Event]) -> int:
     events = _cap_endpoints(_locate_and_protect(events))
     ids = [event.event_id for event in events]
     seen = {uuid.hex for uuid in AccessEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True)}
-    fresh = {}
+    fresh: dict[str, Event] = {}
     for event in events:
         if event.event_id not in seen:
             fresh.setdefault(event.event_id, event)

@@ -2,10 +2,14 @@
 
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
+from analytics.models import ApiToken
 from analytics.services import tokens
 
 
@@ -14,7 +18,7 @@ class TokenCaller:
 
     is_authenticated = True
 
-    def __init__(self, token) -> None:
+    def __init__(self, token: ApiToken) -> None:
         self.token = token
 
 
@@ -23,7 +27,7 @@ class ApiTokenAuthentication(BaseAuthentication):
 
     keyword = "Bearer"
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[TokenCaller, ApiToken] | None:
         parts = get_authorization_header(request).split()
         if not parts:
             return None
@@ -34,14 +38,14 @@ class ApiTokenAuthentication(BaseAuthentication):
             raise AuthenticationFailed("The API token is unknown or revoked: ask an admin for a new one.")
         return TokenCaller(row), row
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return self.keyword
 
 
 class HasApiToken(BasePermission):
     message = "Send an API token as 'Authorization: Bearer <token>' (tokens are created in the admin)."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return request.auth is not None
 
 
@@ -51,5 +55,5 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
     target_class = "analytics.api.auth.ApiTokenAuthentication"
     name = "ApiToken"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: AutoSchema | None) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "description": "A token created in the admin."}

@@ -1,7 +1,8 @@
 """Input validation for /collect and /analytics/*, and the output shapes (for the API schema)."""
 
 import re
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -39,7 +40,7 @@ INTERVAL_CHOICES = list(periods.INTERVALS)
 class EndpointNameField(serializers.CharField):
     """An endpoint name as /collect accepts it (checked in CollectEventInput.validate_endpoint)."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(trim_whitespace=False, **kwargs)
 
 
@@ -64,7 +65,7 @@ class CollectEventInput(serializers.Serializer):
             raise serializers.ValidationError(ENDPOINT_RULE + ".")
         return value
 
-    def validate_timestamp(self, value):
+    def validate_timestamp(self, value: datetime) -> datetime:
         now = timezone.now()
         if value > now + CLOCK_SKEW:
             raise serializers.ValidationError("Is in the future; send the time the request was served (UTC).")
@@ -74,7 +75,7 @@ class CollectEventInput(serializers.Serializer):
             )
         return value
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Mapping[str, Any]) -> dict[str, Any]:
         # JSON types as the schema states them: DRF alone would take "1.5" for a number, 0 for false.
         wrong = {
             name: [f"Must be a JSON {kind}."]
@@ -99,7 +100,7 @@ class CollectEventInput(serializers.Serializer):
         )
 
 
-_JSON_TYPES = {
+_JSON_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "endpoint": (str, "string"),
     "timestamp": (str, "string"),
     "response_time": ((int, float), "number"),
@@ -110,7 +111,7 @@ _JSON_TYPES = {
 }
 
 
-def _bool_as_number(value, types) -> bool:
+def _bool_as_number(value: object, types: type | tuple[type, ...]) -> bool:
     return isinstance(value, bool) and types is not bool
 
 
@@ -134,14 +135,13 @@ class StatsParams(serializers.Serializer):
     endpoint = serializers.CharField(required=False, max_length=200, help_text="One endpoint (default: all).")
     period = _choice("period", PERIOD_CHOICES, "24h")
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Mapping[str, Any]) -> dict[str, Any]:
         # A parameter given empty (`period=`) is a mistake, not a request for the default.
-        blank = {
-            name: ["May not be empty: leave it out for the default."] for name in self.fields if data.get(name) == ""
-        }
+        names = [name for name, _ in self.fields.items()]  # the stubs type iterating a BindingDict as its fields
+        blank = {name: ["May not be empty: leave it out for the default."] for name in names if data.get(name) == ""}
         # Each parameter is one value (a query string may repeat a name: `offset=1&offset=2` is refused).
         if hasattr(data, "getlist"):
-            blank |= {name: ["Give it once."] for name in self.fields if len(data.getlist(name)) > 1}
+            blank |= {name: ["Give it once."] for name in names if len(data.getlist(name)) > 1}
         if blank:
             raise serializers.ValidationError(blank)
         return super().to_internal_value(data)
@@ -187,7 +187,7 @@ class TimeseriesParams(StatsParams):
         "10000 by default) is a 400 that says so: ask for one endpoint or a longer interval.",
     )
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         allowed = periods.allowed_intervals(attrs["period"])
         if attrs["interval"] not in allowed:
             raise serializers.ValidationError(

@@ -6,7 +6,7 @@ DRF serializers would dominate the response time); the Output serializers docume
 
 import json
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -51,7 +51,7 @@ def _seconds(ms: float | None) -> float | None:
 class CollectSchema(ErrorsAutoSchema):
     """The body as it is read: JSON only, one event object or a non-empty list of them."""
 
-    def _get_request_body(self, direction="request"):
+    def _get_request_body(self, direction: Literal["request", "response"] = "request") -> dict[str, Any]:
         event = self.resolve_serializer(CollectEventInput, direction).ref
         many = {"type": "array", "items": event, "minItems": 1, "maxItems": settings.ANALYTICS_COLLECT_MAX_EVENTS}
         return {"content": {"application/json": {"schema": {"oneOf": [event, many]}}}, "required": True}

@@ -134,6 +134,7 @@ def _advance_hour(*, hour: datetime, until: datetime, event_id: int) -> int:
     marks = {(row.covered_until, row.covered_event_id) for row in rows.values()}
     if len(marks) == 1 and None not in next(iter(marks)):
         ((since, since_event_id),) = marks
+        assert since is not None and since_event_id is not None  # both checked just above
         if since >= until and since_event_id >= event_id:
             return 0
         summaries = merge_rollup_rows(

@@ -34,7 +34,8 @@ def console_pages() -> list[str]:
 def model_pages() -> list[str]:
     pages = []
     for model in admin.site._registry:
-        info = (model._meta.app_label, model._meta.model_name)
+        info = (model._meta.app_label, str(model._meta.model_name))
+
         pages.append(reverse(url(info, "changelist")))
         first = model._default_manager.order_by("pk").first()
         if first is not None:

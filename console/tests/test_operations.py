@@ -23,7 +23,8 @@ def run_operation(client, kind: str, data: dict | None = None) -> TaskRun:
     """POST the operation's form as an operator would, then wait for the worker to finish it."""
     response = client.post(reverse("admin:console_start_operation", args=[kind]), data or {})
     assert response.status_code == 302, response.content[:500]
-    run = TaskRun.objects.order_by("-pk").first()
+    run = TaskRun.objects.latest("pk")
+
     assert run.kind == kind
     deadline = time.monotonic() + 120
     while run.status in {TaskRun.Status.QUEUED, TaskRun.Status.RUNNING} and time.monotonic() < deadline:

@@ -24,16 +24,16 @@ def pins(text: str) -> dict[str, str]:
     return found
 
 
-def lock_entries() -> list[tuple[str, str, str | None, list[str]]]:
-    """(name, version, marker, hashes) of each requirements.lock entry (continuation lines joined)."""
-    text = re.sub(r"\\\n", " ", (k8s.REPO / "requirements.lock").read_text())
+def lock_entries(name: str = "requirements.lock") -> list[tuple[str, str, str | None, list[str]]]:
+    """(name, version, marker, hashes) of each entry of a lock file (continuation lines joined)."""
+    text = re.sub(r"\\\n", " ", (k8s.REPO / name).read_text())
     entries = []
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         requirement, _, marker = line.split(" --hash")[0].partition(";")
         match = REQUIREMENT.match(requirement.strip())
-        assert match, f"requirements.lock: not a pinned requirement: {line[:80]}"
+        assert match, f"{name}: not a pinned requirement: {line[:80]}"
         entries.append(
             (canonicalize_name(match[1]), match[2], marker.strip() or None, re.findall(r"--hash=(\S+)", line))
         )
@@ -55,6 +55,37 @@ def test_the_lock_pins_every_package_with_hashes_and_agrees_with_requirements_tx
         if "-r requirements.txt" in block and REQUIREMENT.match(block):
             top_level.add(canonicalize_name(REQUIREMENT.match(block)[1]))
     assert top_level == set(wanted), f"requirements.lock is stale (run `make lock`): {top_level ^ set(wanted)}"
+
+
+def test_the_dev_lock_pins_every_package_with_hashes_and_keeps_the_images_versions():
+    entries = lock_entries("requirements-dev.lock")
+    for name, _, _, hashes in entries:
+        assert hashes and all(h.startswith("sha256:") for h in hashes), name
+    locked = {name: pinned for name, pinned, _, _ in entries}
+    wanted = pins((k8s.REPO / "requirements-dev.txt").read_text())
+    stale = {name: (pinned, locked.get(name)) for name, pinned in wanted.items() if locked.get(name) != pinned}
+    assert not stale, f"requirements-dev.txt and requirements-dev.lock disagree (run `make lock`): {stale}"
+    runtime = {name: pinned for name, pinned, _, _ in lock_entries()}
+    different = {name: (pinned, locked.get(name)) for name, pinned in runtime.items() if locked.get(name) != pinned}
+    assert not different, f"dev and image versions differ (run `make lock`): {different}"
+
+
+def test_dev_tools_stay_out_of_the_image():
+    runtime = {name for name, _, _, _ in lock_entries()}
+    dev_only = set(pins((k8s.REPO / "requirements-dev.txt").read_text())) - set(
+        pins((k8s.REPO / "requirements.txt").read_text())
+    )
+    assert {"pytest", "pytest-django", "honcho", "ruff", "mypy", "pre-commit"} <= dev_only
+    assert not (runtime & {"pytest", "pytest-django", "honcho", "ruff", "mypy", "pre-commit", "django-stubs"})
+
+
+def test_the_dev_environment_installs_only_the_locks_with_require_hashes():
+    """make's venv step (so make test and CI) resolves nothing: both lock files, hash-checked."""
+    makefile = (k8s.REPO / "Makefile").read_text()
+    installs = re.findall(r"\$\(BIN\)/pip install[^\n]*-r (\S+)", makefile.split("\nlock:")[0])
+    assert sorted(installs) == ["requirements-dev.lock", "requirements.lock"], installs
+    for line in re.findall(r"\$\(BIN\)/pip install[^\n]*-r \S+", makefile.split("\nlock:")[0]):
+        assert "--require-hashes" in line, line
 
 
 def test_the_image_installs_the_lock_with_require_hashes_only():

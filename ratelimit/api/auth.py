@@ -8,10 +8,13 @@ import hmac
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
 from rest_framework import status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import APIException, AuthenticationFailed, NotAuthenticated
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 
 class LimiterCaller:
@@ -36,7 +39,7 @@ class LimiterTokenAuthentication(BaseAuthentication):
 
     keyword = "Bearer"
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[LimiterCaller, None]:
         if not settings.LIMITER_TOKENS:
             raise LimiterNotConfigured()
         parts = get_authorization_header(request).split()
@@ -48,14 +51,14 @@ class LimiterTokenAuthentication(BaseAuthentication):
             raise AuthenticationFailed("The limiter token is wrong: use the one in the limiter's LIMITER_TOKEN.")
         return LimiterCaller(), None
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return self.keyword
 
 
 class HasLimiterToken(BasePermission):
     message = "Send the limiter token as 'Authorization: Bearer <token>' (LIMITER_TOKEN on the limiter)."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return isinstance(request.user, LimiterCaller)
 
 
@@ -65,5 +68,5 @@ class LimiterTokenScheme(OpenApiAuthenticationExtension):
     target_class = "ratelimit.api.auth.LimiterTokenAuthentication"
     name = "LimiterToken"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: AutoSchema | None) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "description": "The shared token in LIMITER_TOKEN."}

@@ -1,5 +1,9 @@
+from collections.abc import Mapping
+from typing import Any
+
 from rest_framework import serializers
 
+from ratelimit.queries import LimitsInForce
 from ratelimit.rules import MAX_ENDPOINT_LENGTH, Rate, Rule
 from tracker.api.schema import IPAddressField
 
@@ -16,7 +20,7 @@ class CheckParams(serializers.Serializer):
     )
     client_ip = IPAddressField(help_text="The calling client's IP address (IPv4 or IPv6).")
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Mapping[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
             raise serializers.ValidationError(
@@ -65,14 +69,14 @@ class RuleOutput(serializers.Serializer):
 
 class LimitsOutput(serializers.Serializer):
     rate_limits = serializers.SerializerMethodField()
-    source = serializers.CharField(source="rules.source")
+    source = serializers.CharField(source="rules.source")  # type: ignore[assignment]  # the output's "source", not Field.source
     loaded_at = serializers.DateTimeField(source="rules.loaded_at")
     last_error = serializers.CharField(allow_null=True, help_text="Why the latest rules file was rejected.")
     shadow = serializers.BooleanField(help_text="Global dry run (RATELIMIT_SHADOW).")
     fail_open = serializers.BooleanField(help_text="Requests pass when Redis is unreachable.")
     exempt_paths = serializers.ListField(child=serializers.CharField())
 
-    def get_rate_limits(self, limits) -> dict:
+    def get_rate_limits(self, limits: LimitsInForce) -> dict:
         return {endpoint: RuleOutput(rule).data for endpoint, rule in limits.rules.rules.items()}
 
 

@@ -1,15 +1,22 @@
 """A JSON renderer for the hot endpoints: orjson on plain dicts (a few µs), same output as DRF's."""
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import orjson
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.renderers import JSONRenderer
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
 
 
 class FastJSONRenderer(JSONRenderer):
     """application/json via orjson. Datetimes are written as DRF's DateTimeField writes UTC ones
     ("...Z"); for plain data (dicts, lists, str, numbers, None, datetimes) only."""
 
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Mapping[str, Any] | None = None
+    ) -> bytes:
         if data is None:
             return b""
         return orjson.dumps(data, option=orjson.OPT_UTC_Z)
@@ -19,8 +26,11 @@ class JSONOnlyNegotiation(BaseContentNegotiation):
     """The hot endpoints answer JSON whatever the Accept header says (DRF's documented
     IgnoreClientContentNegotiation): parsing Accept cost more than rendering the body."""
 
-    def select_parser(self, request, parsers):
+    # DRF passes lists (the stubs say any iterable): indexing them is the cheapest pick.
+    def select_parser(self, request: Request, parsers: Sequence[BaseParser]) -> BaseParser | None:  # type: ignore[override]
         return parsers[0] if parsers else None
 
-    def select_renderer(self, request, renderers, format_suffix=None):
+    def select_renderer(  # type: ignore[override]
+        self, request: Request, renderers: Sequence[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
         return renderers[0], renderers[0].media_type

@@ -7,8 +7,11 @@ routes 429 (over a limit) and 503 (Redis unreachable with RATELIMIT_FAIL_OPEN=fa
 store down). Every refusal has the same body, ErrorOutput.
 """
 
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ComponentRegistry
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -28,7 +31,10 @@ ADDED = {
 
 
 class ErrorsAutoSchema(AutoSchema):
-    def get_operation(self, path, path_regex, path_prefix, method, registry):
+    def get_operation(
+        self, path: str, path_regex: str, path_prefix: str, method: str, registry: ComponentRegistry
+    ) -> dict[str, Any] | None:
+
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
         if operation is None:
             return None

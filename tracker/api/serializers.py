@@ -3,6 +3,8 @@ the OpenAPI schema: the views render plain dicts (tracker.queries builds the /st
 
 from rest_framework import serializers
 
+from tracker.models import EndpointStat
+
 
 class WelcomeOutput(serializers.Serializer):
     message = serializers.CharField()
@@ -22,10 +24,10 @@ class EndpointStatOutput(serializers.Serializer):
     success_rate = serializers.FloatField(help_text="Percent of requests without a server error.")
     pod_name = serializers.CharField(source="last_pod_name")
 
-    def get_response_time(self, stat) -> float | None:
+    def get_response_time(self, stat: EndpointStat) -> float | None:
         return None if stat.last_response_time_ms is None else stat.last_response_time_ms / 1000.0
 
-    def get_avg_response_time(self, stat) -> float | None:
+    def get_avg_response_time(self, stat: EndpointStat) -> float | None:
         return None if stat.avg_response_time_ms is None else stat.avg_response_time_ms / 1000.0
 
 

@@ -1,7 +1,7 @@
 """manage.py backup: write a timestamped backup into BACKUP_DIR and print its path."""
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from analytics import backups
@@ -13,12 +13,12 @@ class Command(BaseCommand):
         " copies it off-site when BACKUP_S3_BUCKET is set. --list shows the backups instead."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--list", dest="show_list", action="store_true", help="List the local and off-site backups."
         )
 
-    def handle(self, *args, show_list=False, **options):
+    def handle(self, *args: object, show_list: bool = False, **options: object) -> None:
         if show_list:
             for path in backups.list_backups():
                 self.stdout.write(f"local    {path}")

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the postgres image's entrypoint on the first start (empty volume) only.
 # Creates the read-only login Grafana uses; the migrate Job grants it SELECT on the dashboard tables.
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
