@@ -1,5 +1,6 @@
 import copy
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from celery.beat import Scheduler
@@ -19,9 +20,10 @@ def _beat_runs(*, start: datetime, duration: timedelta, step: timedelta) -> dict
     passed in (beat started at `start` and checks every `step`)."""
     clock = [start]
     scheduler = Scheduler(app=celery_app)  # the in-memory base class: no schedule file is written
-    entries = {}
+    entries: dict[str, list[Any]] = {}
     for entry in scheduler.schedule.values():
-        schedule = copy.copy(entry.schedule)
+        assert entry.task is not None
+        schedule: Any = copy.copy(entry.schedule)  # nowfun is not in celery-types
         schedule.nowfun = lambda: clock[0]
         entries[entry.task] = [schedule, start]
     runs: dict[str, list[datetime]] = {task: [] for task in entries}

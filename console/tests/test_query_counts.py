@@ -85,6 +85,7 @@ def admin_pages() -> dict[str, str]:
         info = f"admin:{model._meta.app_label}_{model._meta.model_name}"
         pages[f"{model._meta.label} list"] = reverse(f"{info}_changelist")
         first = model._default_manager.order_by("pk").first()  # rollups are rebuilt: its pk may change
+        assert first is not None, model
         pages[f"{model._meta.label} change"] = reverse(f"{info}_change", args=[first.pk])
     return pages
 
