@@ -148,6 +148,11 @@ def decode_sketch(blob: bytes | memoryview | None) -> np.ndarray | None:
     return registers
 
 
+def precision_of(blob: bytes | memoryview | None) -> int | None:
+    """The precision (log2 of the register count) of an encoded sketch; None for an empty one."""
+    return bytes(blob[:1])[0] if blob else None
+
+
 def _precision(registers: np.ndarray) -> int:
     bits = len(registers).bit_length() - 1
     if len(registers) != 1 << bits:

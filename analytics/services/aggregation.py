@@ -132,7 +132,10 @@ def _advance_hour(*, hour: datetime, until: datetime, event_id: int) -> int:
     until = min(until, hour + HOUR)
     rows = {row.endpoint: row for row in HourlyStat.objects.filter(hour=hour)}
     marks = {(row.covered_until, row.covered_event_id) for row in rows.values()}
-    if len(marks) == 1 and None not in next(iter(marks)):
+    # Rows with sketches of an older precision (written before migration 0004) are redone in one pass
+    # rather than advanced: advancing would keep the whole hour, and every merge with it, at that precision.
+    current = all(sketches.precision_of(row.client_sketch) in (None, sketches.HLL_BITS) for row in rows.values())
+    if current and len(marks) == 1 and None not in next(iter(marks)):
         ((since, since_event_id),) = marks
         assert since is not None and since_event_id is not None  # both checked just above
         if since >= until and since_event_id >= event_id:

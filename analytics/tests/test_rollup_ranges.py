@@ -196,3 +196,21 @@ def test_a_run_keeps_the_precision_of_its_own_rows_when_older_sketches_sit_next_
     assert merged[(0, 3)]["/a"].sketch.tolist() == sketches.union(old, new).tolist()  # folded to 1024
     assert len(merged[(0, 2)]["/a"].sketch) == 1 << 10
     assert merged[(0, 3)]["/a"].access_count == 3
+
+
+@pytest.mark.django_db
+def test_a_running_hour_with_an_older_sketch_is_redone_at_full_precision(store, event, settings):
+    settings.ANALYTICS_LIVE_LAG_SECONDS = 30
+    hour = datetime(2026, 3, 3, 12, tzinfo=UTC)
+    store(*[event(endpoint="/a", occurred_at=hour + timedelta(seconds=i), client_ip=f"81.2.69.{i}") for i in range(50)])
+    aggregation.aggregate_live(now=hour + timedelta(minutes=5))
+    row = HourlyStat.objects.get(endpoint="/a", hour=hour)
+    legacy = sketches.fold(sketches.decode_sketch(row.client_sketch), 10)
+    HourlyStat.objects.filter(pk=row.pk).update(client_sketch=bytes([10]) + zlib.compress(legacy.tobytes()))
+    store(event(endpoint="/a", occurred_at=hour + timedelta(minutes=6), client_ip="81.2.69.200"))
+
+    aggregation.aggregate_live(now=hour + timedelta(minutes=8))
+
+    row = HourlyStat.objects.get(endpoint="/a", hour=hour)
+    assert sketches.precision_of(row.client_sketch) == sketches.HLL_BITS
+    assert row.access_count == 51
