@@ -70,15 +70,10 @@ class HourlyStat(models.Model):
         return f"{self.endpoint} {self.hour:%Y-%m-%d %H:00}"
 
 
-class DailyStat(models.Model):
-    """The merge of one endpoint's HourlyStat rows of one UTC day (same meaning, coarser).
-
-    Rebuilt from the HourlyStat rows whenever an hour of that day is aggregated, so long
-    periods read 30 rows per endpoint instead of 720.
-    """
+class MergedRollup(models.Model):
+    """The mergeable summary of one endpoint's rollups over a span: what DailyStat and RangeStat hold."""
 
     endpoint = models.CharField(max_length=200)
-    day = models.DateField()
     access_count = models.BigIntegerField(default=0)
     error_count = models.BigIntegerField(default=0)
     total_response_time_ms = models.FloatField(default=0)
@@ -88,6 +83,19 @@ class DailyStat(models.Model):
     client_sketch = models.BinaryField(default=b"")
 
     class Meta:
+        abstract = True
+
+
+class DailyStat(MergedRollup):
+    """The merge of one endpoint's HourlyStat rows of one UTC day (same meaning, coarser).
+
+    Rebuilt from the HourlyStat rows whenever an hour of that day is aggregated, so long
+    periods read 30 rows per endpoint instead of 720.
+    """
+
+    day = models.DateField()
+
+    class Meta:
         constraints = [models.UniqueConstraint(fields=["endpoint", "day"], name="dailystat_unique_endpoint_day")]
         indexes = [models.Index(fields=["day", "endpoint"], name="dailystat_day_endpoint")]
 
@@ -95,7 +103,7 @@ class DailyStat(models.Model):
         return f"{self.endpoint} {self.day}"
 
 
-class RangeStat(models.Model):
+class RangeStat(MergedRollup):
     """The merge of one endpoint's rollups over [start, end): a pre-merged run of hours or days.
 
     Long periods are answered from a few of these instead of one row per hour or day (see
@@ -105,16 +113,8 @@ class RangeStat(models.Model):
     while it can be read; only recent ones are kept (periods reach back 30 days).
     """
 
-    endpoint = models.CharField(max_length=200)
     start = models.DateTimeField()
     end = models.DateTimeField()
-    access_count = models.BigIntegerField(default=0)
-    error_count = models.BigIntegerField(default=0)
-    total_response_time_ms = models.FloatField(default=0)
-    timed_count = models.BigIntegerField(default=0)
-    last_accessed_at = models.DateTimeField(null=True, blank=True)
-    latency_histogram = models.BinaryField(default=b"")
-    client_sketch = models.BinaryField(default=b"")
 
     class Meta:
         constraints = [
