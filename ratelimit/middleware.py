@@ -5,6 +5,13 @@ made in process_view, the first point where the route is known; paths that match
 are not limited (they reach no view). Every response of a limited endpoint carries the IETF
 RateLimit-Policy / RateLimit fields (draft-ietf-httpapi-ratelimit-headers-11) and the common
 X-RateLimit-Limit / -Remaining / -Reset (Reset: Unix time in seconds, as GitHub's).
+
+Deciding after the view: a view whose class sets `rate_limit_after_view = True` (read-only and cheap:
+the greeting and /stats, served from the process's cache) runs first on GET and HEAD; its response is
+then counted, decided and, unless refused, tracked by one Redis script, so a tracked request costs one
+round trip instead of two. A refused request still gets its 429 (the view's response is discarded),
+at the price of having run a cheap view. Elsewhere (other views, other methods, tracking off, Redis
+Cluster, the embedded default) the decision comes first, in process_view.
 """
 
 import math
@@ -18,7 +25,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ratelimit import services
 from ratelimit.services import Decision
 from tracker.clients import client_ip
-from tracker.middleware import endpoint_name
+from tracker.middleware import endpoint_name, mark_recorded, tracked_event
+
+SAFE_METHODS = ("GET", "HEAD")
 
 
 class RateLimitMiddleware:
@@ -27,6 +36,8 @@ class RateLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
+        if getattr(request, "ratelimit_after_view", False):
+            response = decide_after_view(request, response)
         decision = getattr(request, "ratelimit_decision", None)
         # Shadow mode is a dry run: responses stay exactly as without limits. After a Redis
         # failure the counts are unknown, so nothing is advertised.
@@ -43,13 +54,44 @@ class RateLimitMiddleware:
     ) -> HttpResponse | None:
         if settings.ROLE != "web" or request.path.startswith(tuple(settings.RATELIMIT_EXEMPT_PATHS)):
             return None
+        if may_decide_after_view(request, view_func):
+            request.ratelimit_after_view = True  # type: ignore[attr-defined]  # read back in __call__
+            return None
         decision = services.check_rate(endpoint=endpoint_name(request), client_ip=client_ip(request))
         request.ratelimit_decision = decision  # type: ignore[attr-defined]  # read back in __call__
-        if decision.outcome == services.LIMITED:
-            return too_many_requests(decision)
-        if not decision.allowed:  # Redis unreachable and RATELIMIT_FAIL_OPEN=false
-            return unavailable()
-        return None
+        return refusal(decision)
+
+
+def may_decide_after_view(request: HttpRequest, view_func: Callable[..., Any]) -> bool:
+    """A cheap read-only view whose event one script can count and buffer (see the module docstring)."""
+    view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
+    return (
+        request.method in SAFE_METHODS
+        and getattr(view_class, "rate_limit_after_view", False)
+        and services.can_buffer_with_count()
+    )
+
+
+def decide_after_view(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Count, decide and buffer the served request's event in one round trip; the view's response,
+    or the refusal that replaces it (whose event the tracking middleware records)."""
+    event = tracked_event(request, response)
+    decision = services.check_rate(
+        endpoint=endpoint_name(request), client_ip=client_ip(request), event=event.to_json() if event else None
+    )
+    request.ratelimit_decision = decision  # type: ignore[attr-defined]  # read back in __call__
+    if decision.event_buffered:
+        mark_recorded(request)
+    return refusal(decision) or response
+
+
+def refusal(decision: Decision) -> JsonResponse | None:
+    """The response that refuses the request, None if it may proceed."""
+    if decision.outcome == services.LIMITED:
+        return too_many_requests(decision)
+    if not decision.allowed:  # Redis unreachable and RATELIMIT_FAIL_OPEN=false
+        return unavailable()
+    return None
 
 
 def too_many_requests(decision: Decision) -> JsonResponse:

@@ -29,6 +29,7 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -46,8 +47,9 @@ from ratelimit import rules as rules_module
 from ratelimit.metrics import DECISIONS, NEAR_LIMIT
 from ratelimit.queries import refusals_key
 from ratelimit.rules import Rate, Rule
-from tracker import redis_direct
+from tracker import buffer, redis_direct
 from tracker.backoff import Backoff
+from tracker.metrics import EVENTS_BUFFERED
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,28 @@ for i, key in ipairs(KEYS) do
   local count = redis.call('INCR', key)
   if count == 1 then redis.call('EXPIRE', key, ARGV[i]) end
   counts[i] = count
+end
+return counts
+"""
+# The same, deciding too, and appending the request's event to the tracking buffer unless it is refused:
+# KEYS = the counters, then the buffer stream; ARGV = their expiries, their limits, "1" to enforce (not a
+# dry run), the buffer's field name, the event. The reply is the counts, then 1 if the event was appended
+# (a refused request's event, a 429, is recorded by the tracking middleware instead).
+_COUNT_AND_TRACK_SCRIPT = """
+local n = #KEYS - 1
+local counts = {}
+local refused = false
+for i = 1, n do
+  local count = redis.call('INCR', KEYS[i])
+  if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[i]) end
+  counts[i] = count
+  if count > tonumber(ARGV[n + i]) then refused = true end
+end
+if refused and ARGV[2 * n + 1] == '1' then
+  counts[n + 1] = 0
+else
+  redis.call('XADD', KEYS[n + 1], '*', ARGV[2 * n + 2], ARGV[2 * n + 3])
+  counts[n + 1] = 1
 end
 return counts
 """
@@ -103,6 +127,7 @@ class Decision:
     allowed: bool
     usages: tuple[Usage, ...] = ()
     shadow: bool = False  # a dry run applies to this endpoint (globally or by its rule)
+    event_buffered: bool = False  # the request's event was appended to the tracking buffer with the count
 
     @property
     def binding(self) -> Usage | None:
@@ -144,7 +169,9 @@ def _client_key(ip: str, ipv4_mask: int, ipv6_mask: int) -> str:
     return str(ipaddress.ip_network(f"{address}/{mask}", strict=False))
 
 
-def check_rate(*, endpoint: str, client_ip: str | None, bounded_endpoint: bool = True) -> Decision:
+def check_rate(
+    *, endpoint: str, client_ip: str | None, bounded_endpoint: bool = True, event: str | None = None
+) -> Decision:
     """Count one request by `client_ip` to `endpoint` and decide whether it may proceed.
 
     Every call counts, refused ones included. Exact under concurrency (atomic Redis INCR).
@@ -153,17 +180,23 @@ def check_rate(*, endpoint: str, client_ip: str | None, bounded_endpoint: bool =
     the rule's "shadow") turns "limited" into "shadow" and allows the request.
     `bounded_endpoint=False` (names chosen by callers of /check) labels metrics of endpoints
     without a rule as "<other>".
+
+    `event` (an encoded tracking event, see can_buffer_with_count) is appended to the tracking buffer
+    in the same script unless the request is refused: the decision's `event_buffered` says whether.
     """
     rules = rules_module.current_rules()
     rule = rules.rule_for(endpoint)
     shadow = rule.shadow or settings.RATELIMIT_SHADOW
     client = client_key(client_ip)
     label = endpoint if bounded_endpoint or rules.has_own_rule(endpoint) else OTHER_ENDPOINT
-    usages = _count(endpoint=endpoint, client=client, rule=rule)
-    if usages is None:
+    counted = _count(endpoint=endpoint, client=client, rule=rule, event=event, enforce=not shadow)
+    if counted is None:
         allowed = settings.RATELIMIT_FAIL_OPEN or shadow  # a dry run never refuses, not even failing closed
         _decisions(label, ERROR).inc()
         return Decision(endpoint=endpoint, client=client, rule=rule, outcome=ERROR, allowed=allowed, shadow=shadow)
+    usages, event_buffered = counted
+    if event_buffered:
+        EVENTS_BUFFERED.inc()
     if any(usage.current == near_limit_mark(usage.limit) for usage in usages):
         _near_limit(label).inc()
     if not any(usage.exceeded for usage in usages):
@@ -183,6 +216,7 @@ def check_rate(*, endpoint: str, client_ip: str | None, bounded_endpoint: bool =
         allowed=outcome != LIMITED,
         usages=usages,
         shadow=shadow,
+        event_buffered=event_buffered,
     )
 
 
@@ -223,12 +257,15 @@ def near_limit_mark(limit: int) -> int:
     return max(1, math.ceil(limit * NEAR_LIMIT_FRACTION))
 
 
-def _count(*, endpoint: str, client: str, rule: Rule) -> tuple[Usage, ...] | None:
-    """Count the request in each of the rule's counters; None if the counters cannot be reached."""
+def _count(
+    *, endpoint: str, client: str, rule: Rule, event: str | None, enforce: bool
+) -> tuple[tuple[Usage, ...], bool] | None:
+    """Count the request in each of the rule's counters (and buffer its event unless refused);
+    None if the counters cannot be reached (the event is then not buffered)."""
     if not _counters_backoff.ready():
         return None
     try:
-        return count_request(endpoint=endpoint, client=client, policies=rule.policies())
+        return count_request(endpoint=endpoint, client=client, policies=rule.policies(), event=event, enforce=enforce)
     except (RedisError, ConnectionInterrupted, OSError) as error:
         _counters_backoff.failed()
         logger.warning("Rate-limit counters unreachable (%s); failing %s", error, _policy_name())
@@ -251,8 +288,26 @@ def counter_key(*, policy: str, window_seconds: int, window_end: int, endpoint: 
     return cache.make_key(name)
 
 
-def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate], ...]) -> tuple[Usage, ...]:
-    """INCR every counter of one request in one round trip (atomic per counter); raises RedisError."""
+def can_buffer_with_count() -> bool:
+    """True where the counters and the tracking buffer share one standalone Redis, so that one script
+    can count a request and buffer its event (not on the embedded default, not on a Redis Cluster,
+    where the buffer's stream and a client's counters live in different slots)."""
+    return isinstance(caches["default"], RedisCache) and redis_direct.supports(get_redis_connection("default"))
+
+
+def count_request(
+    *,
+    endpoint: str,
+    client: str,
+    policies: tuple[tuple[str, Rate], ...],
+    event: str | None = None,
+    enforce: bool = True,
+) -> tuple[tuple[Usage, ...], bool]:
+    """INCR every counter of one request in one round trip (atomic per counter); raises RedisError.
+
+    With an `event` (only where can_buffer_with_count()), the same script appends it to this
+    process's tracking buffer shard unless a counter is over its limit and `enforce` is set.
+    Returns the usages and whether the event was buffered."""
     now = int(time.time())
     names, expiries, windows = [], [], []
     for policy, rate in policies:
@@ -270,11 +325,24 @@ def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate
         expiries.append(rate.window_seconds + EXPIRY_MARGIN_SECONDS)
         windows.append(window_end)
     backend = caches["default"]
-    if isinstance(backend, RedisCache):
-        counts = _evalsha(get_redis_connection("default"), keys=[backend.make_key(n) for n in names], args=expiries)
+    buffered = False
+    if isinstance(backend, RedisCache) and event is not None:
+        keys = [backend.make_key(n) for n in names] + [buffer.stream_key(buffer.local_shard())]
+        limits = [rate.limit for _, rate in policies]
+        reply = _evalsha(
+            get_redis_connection("default"),
+            _COUNT_AND_TRACK_SCRIPT,
+            _COUNT_AND_TRACK_SHA,
+            keys=keys,
+            args=[*expiries, *limits, int(enforce), buffer.FIELD, event],
+        )
+        counts, buffered = reply[:-1], reply[-1] == 1
+    elif isinstance(backend, RedisCache):
+        keys = [backend.make_key(n) for n in names]
+        counts = _evalsha(get_redis_connection("default"), _COUNT_SCRIPT, _COUNT_SHA, keys=keys, args=expiries)
     else:  # the embedded default's shared cache: its atomic add/incr, as django-ratelimit counts
         counts = [_add_or_incr(backend, name, expiry) for name, expiry in zip(names, expiries, strict=True)]
-    return tuple(
+    usages = tuple(
         Usage(
             policy=policy,
             limit=rate.limit,
@@ -285,6 +353,7 @@ def count_request(*, endpoint: str, client: str, policies: tuple[tuple[str, Rate
         )
         for (policy, rate), count, window_end in zip(policies, counts, windows, strict=True)
     )
+    return usages, buffered
 
 
 def _add_or_incr(backend: BaseCache, name: str, expiry: int) -> int:
@@ -293,21 +362,26 @@ def _add_or_incr(backend: BaseCache, name: str, expiry: int) -> int:
     return backend.incr(name)
 
 
-_COUNT_SHA = hashlib.sha1(_COUNT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
-def _evalsha(client: Redis, *, keys: list[str], args: list[int]) -> list[int]:
+_COUNT_SHA = _sha(_COUNT_SCRIPT)
+_COUNT_AND_TRACK_SHA = _sha(_COUNT_AND_TRACK_SCRIPT)
+
+
+def _evalsha(client: Redis, script: str, sha: str, *, keys: list[str], args: Sequence[int | str | bytes]) -> list[int]:
     """Run the count script in one round trip on the connection this thread keeps (tracker.redis_direct).
 
     A new or flushed server answers NOSCRIPT: EVAL then sends the script, which it caches. A client
     without a plain connection pool (Redis Cluster) goes through redis-py's Script as usual.
     """
     if not redis_direct.supports(client):
-        return client.register_script(_COUNT_SCRIPT)(keys=keys, args=args)
+        return client.register_script(script)(keys=keys, args=args)
     try:
-        return redis_direct.command(client, "EVALSHA", _COUNT_SHA, len(keys), *keys, *args)
+        return redis_direct.command(client, "EVALSHA", sha, len(keys), *keys, *args)
     except NoScriptError:
-        return redis_direct.command(client, "EVAL", _COUNT_SCRIPT, len(keys), *keys, *args)
+        return redis_direct.command(client, "EVAL", script, len(keys), *keys, *args)
 
 
 def _policy_name() -> str:

@@ -22,6 +22,9 @@ class WelcomeView(APIView):
 
     renderer_classes = [FastJSONRenderer]
     content_negotiation_class = JSONOnlyNegotiation
+    # Read-only and served from the process's cache: the rate limiter may decide after it has run,
+    # counting and tracking the request in one Redis round trip (ratelimit.middleware).
+    rate_limit_after_view = True
 
     @extend_schema(responses=WelcomeOutput)
     def get(self, request: Request) -> Response:
@@ -39,6 +42,9 @@ class StatsView(APIView):
 
     renderer_classes = [FastJSONRenderer]
     content_negotiation_class = JSONOnlyNegotiation
+    # Read-only and served from the process's cache: the rate limiter may decide after it has run,
+    # counting and tracking the request in one Redis round trip (ratelimit.middleware).
+    rate_limit_after_view = True
 
     @extend_schema(responses=StatsOutput)
     def get(self, request: Request) -> Response:
