@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 from redis.exceptions import RedisError
 
-from analytics.summaries import Summary
+from analytics.summaries import Summary, pack_summaries, unpack_summaries
 
 GENERATION_KEY = "analytics:rollup-generation"
 
@@ -39,13 +39,14 @@ def get_or_compute(
             cache.add(GENERATION_KEY, uuid.uuid4().hex, None)
             generation = cache.get(GENERATION_KEY)
         who = hashlib.sha1((endpoint or "*").encode(), usedforsecurity=False).hexdigest()
-        # "rollups" (was "rollup"): entries pickled before Summary moved to analytics.summaries are never read.
-        key = f"analytics:rollups:{generation}:{int(start.timestamp())}:{int(end.timestamp())}:{who}"
+        # "packed-rollups" (was "rollups", before that "rollup"): entries stored in an earlier form
+        # (whole Summary objects) are never read.
+        key = f"analytics:packed-rollups:{generation}:{int(start.timestamp())}:{int(end.timestamp())}:{who}"
         cached = cache.get(key)
         if cached is not None:
-            return cached, False
+            return unpack_summaries(cached), False
     summaries = compute()
     if key is not None:
         with contextlib.suppress(RedisError):
-            cache.set(key, summaries, settings.ANALYTICS_CACHE_SECONDS)
+            cache.set(key, pack_summaries(summaries), settings.ANALYTICS_CACHE_SECONDS)
     return summaries, True

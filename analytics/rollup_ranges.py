@@ -2,12 +2,14 @@
 
 A period of a day or more is answered from whole hours [start, end). Read hour by hour and day
 by day that is up to 46 HourlyStat rows (the partial days at both ends) and 30 DailyStat rows per
-endpoint, each with a ~2 KB client sketch and a ~1 KB histogram: megabytes per request. The runs
+endpoint, each with an up to 8 KB client sketch and a ~1 KB histogram: megabytes per request. The runs
 kept here cut that to at most four rows per endpoint for any period (see cover()):
 - within each UTC day, the first k hours and the last k hours (k = 2..23): the partial day at
   either end of a period is one row (one hour is its HourlyStat row);
 - within each block of BLOCK_DAYS days (aligned on date ordinals), the first k days (k = 2..16)
-  and the last k days (k = 2..15): the whole days between are at most three rows.
+  and the last k days (k = 2..15): the whole days between are at most three rows; the same within
+  each aligned half, quarter and eighth of a block, so days inside one block (a 7d period) are at
+  most two rows (the suffix of one sub-block and the prefix of the next).
 Runs are disjoint pieces of the period, so counts and histograms add up exactly and sketches
 merge as usual.
 
@@ -31,6 +33,9 @@ from analytics import sketches
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 BLOCK_DAYS = 16
+# Runs of days are kept for the block and for its aligned halves, quarters and eighths, so that days
+# inside one block (a 7d period) are at most two rows too.
+SUB_BLOCK_DAYS = (16, 8, 4, 2)
 # Runs older than this are never read (the longest period is 30 days) and are pruned.
 KEEP = timedelta(days=32)
 
@@ -97,13 +102,7 @@ def _cover_days(result: Cover, first: date, last: date) -> None:
         return
     block, last_block = block_of(first), block_of(last)
     if block == last_block:
-        if first == block and (last - first).days >= 2:
-            result.ranges.append((day_start(first), day_start(last)))
-        else:
-            day = first
-            while day < last:
-                result.days.append(day)
-                day += DAY
+        _add_within_block(result, block, (first - block).days, (last - block).days)
         return
     block_end = block + timedelta(days=BLOCK_DAYS)
     _add_days(result, first, block_end)
@@ -113,6 +112,22 @@ def _cover_days(result: Cover, first: date, last: date) -> None:
         block += timedelta(days=BLOCK_DAYS)
     if last > last_block:
         _add_days(result, last_block, last)
+
+
+def _add_within_block(result: Cover, block: date, lo: int, hi: int) -> None:
+    """Days [lo, hi) of a block (hi < BLOCK_DAYS): at most two rows. Unless they start the block,
+    they are split at the multiple of the largest power of two between them: the part before is a
+    suffix of the aligned sub-block of that size that ends there, the part after a prefix of the
+    one that starts there (runs kept for every sub-block size, see SUB_BLOCK_DAYS)."""
+    if lo == 0 or hi - lo == 1:
+        _add_days(result, block + timedelta(days=lo), block + timedelta(days=hi))
+        return
+    size = BLOCK_DAYS // 2
+    while (hi - 1) // size * size <= lo:  # no multiple of size strictly between lo and hi
+        size //= 2
+    middle = (hi - 1) // size * size
+    _add_days(result, block + timedelta(days=lo), block + timedelta(days=middle))
+    _add_days(result, block + timedelta(days=middle), block + timedelta(days=hi))
 
 
 def _add_days(result: Cover, first: date, last: date) -> None:
@@ -128,9 +143,36 @@ def hour_runs() -> list[tuple[int, int]]:
     return [(0, k) for k in range(2, 24)] + [(k, 24) for k in range(1, 23)]
 
 
-def day_runs() -> list[tuple[int, int]]:
-    """The runs kept within a block, as [lo, hi) day indexes."""
-    return [(0, k) for k in range(2, BLOCK_DAYS + 1)] + [(k, BLOCK_DAYS) for k in range(1, BLOCK_DAYS - 1)]
+def day_runs(size: int = BLOCK_DAYS) -> list[tuple[int, int]]:
+    """The runs kept within a block (or an aligned sub-block of `size` days), as [lo, hi) day indexes."""
+    return [(0, k) for k in range(2, size + 1)] + [(k, size) for k in range(1, size - 1)]
+
+
+def kept_day_runs() -> set[tuple[int, int]]:
+    """Every run of days kept within a block, as [lo, hi) day indexes of the block."""
+    return {
+        (offset + lo, offset + hi)
+        for size in SUB_BLOCK_DAYS
+        for offset in range(0, BLOCK_DAYS, size)
+        for lo, hi in day_runs(size)
+    }
+
+
+def merge_day_runs(*, rows: Iterable[Sequence[Any]], changed: int | None) -> dict[tuple[int, int], dict[str, Merged]]:
+    """The runs of one block that hold day `changed` (None: every run), as merge_runs gives them, from
+    the block's DailyStat rows (day index in the block, then the columns merge_runs reads). Each
+    sub-block size is merged on its own (runs are its prefixes and suffixes); a run of one sub-block
+    that is also a run of another (the first days of a block and of its first half) is the same row."""
+    rows = list(rows)
+    result: dict[tuple[int, int], dict[str, Merged]] = {}
+    for size in SUB_BLOCK_DAYS:
+        offsets = range(0, BLOCK_DAYS, size) if changed is None else [changed // size * size]
+        for offset in offsets:
+            runs = [(lo, hi) for lo, hi in day_runs(size) if changed is None or lo <= changed - offset < hi]
+            inside = [(index - offset, *rest) for index, *rest in rows if offset <= index < offset + size]
+            for (lo, hi), merged in merge_runs(rows=inside, units=size, runs=runs).items():
+                result[(offset + lo, offset + hi)] = merged
+    return result
 
 
 @dataclass
@@ -152,7 +194,10 @@ def merge_runs(
     """Merges of `runs` ([lo, hi) unit indexes) from rollup rows (unit index, endpoint, access,
     errors, total_ms, timed, last, histogram, sketch): per run, per endpoint with a row in it.
 
-    Prefix runs (lo = 0) and suffix runs (hi = units) are read off running sums and maxima."""
+    Prefix runs (lo = 0) and suffix runs (hi = units) are read off running sums and maxima; no other
+    run can be asked for."""
+    if any(lo != 0 and hi != units for lo, hi in runs):
+        raise ValueError(f"only prefixes and suffixes of {units} units: {runs}")
     per_endpoint: dict[str, list[Sequence[Any]]] = {}
     for row in rows:
         per_endpoint.setdefault(row[1], []).append(row)

@@ -6,20 +6,28 @@ read as the geometric middle of the bucket that holds its rank, so it is within 
 true value (sqrt(1.03) - 1), and histograms of any set of hours merge by adding counts.
 Stored sparse: little-endian (uint16 bucket, uint32 count) pairs.
 
-Clients: a HyperLogLog with 2**12 one-byte registers (standard error 1.04/64, about 1.6%),
-merged by taking each register's maximum and read with Ertl's improved estimator (2017: no
-bias correction tables, no switch to linear counting, accurate from a handful of clients up).
-Stored as one byte of precision (log2 of the register count) then the zlib-compressed
-registers: ~1.85 KB for a busy endpoint-day, ~250 B for a hundred clients (a sparse list of
-(register, rank) pairs was never shorter). Sketches of a lower precision (rows written before
-2**12) merge by folding the finer ones down to it, exactly. Exact distinct counts of a single hour
-are kept in HourlyStat.unique_clients; the sketch is only used to combine hours.
+Clients: a HyperLogLog with 2**14 one-byte registers (Redis's size; standard error 1.04/128, about
+0.81%, so 3% is 3.7 standard errors), merged by taking each register's maximum and read with Ertl's
+improved estimator (2017: no bias correction tables, no switch to linear counting, accurate from a
+handful of clients up). Encoded for cheap reads, never compressed (inflating ~300 sketches of 16 KB
+cost more than fetching them; docs/PERFORMANCE.md):
+- b"": no client seen;
+- PACKED | precision, a base byte, 4-bit registers minus the base (two per byte, even register in
+  the low nibble), then (uint16 register, uint8 value) for each register more than 15 above the base
+  (its nibble is 0): 8 KB plus a few bytes for any busy sketch, unpacked by numpy in one pass;
+- SPARSE | precision, then the non-zero registers as uint16 indexes followed by uint8 values, when
+  that is shorter (up to ~2,700 non-zero registers, i.e. an endpoint-hour of a few thousand clients);
+- precision alone (no flag), then the zlib-compressed registers: the format before 2**14 (2**12 and,
+  from migration 0004, 2**10), still read.
+Sketches of a lower precision (rows written before 2**14) merge by folding the finer ones down to it,
+exactly. Exact distinct counts of a single hour are kept in HourlyStat.unique_clients; the sketch is
+only used to combine hours.
 """
 
 import hashlib
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -29,9 +37,14 @@ BUCKETS = 2 + int(math.log(600_000 / BUCKET_MIN_MS) / math.log(BUCKET_GROWTH))
 _LOG_GROWTH = math.log(BUCKET_GROWTH)
 _PAIR = np.dtype([("bucket", "<u2"), ("count", "<u4")])
 
-HLL_BITS = 12
+HLL_BITS = 14
 HLL_REGISTERS = 1 << HLL_BITS
 LEGACY_HLL_BITS = 10  # before migration 0004: 1024 raw registers without a header
+# The flags on an encoded sketch's first byte (the low six bits are its precision); neither: zlib.
+PACKED, SPARSE = 0x40, 0x80
+_PRECISION_MASK = 0x3F
+_NIBBLE_MAX = 15
+_EXCEPTION = np.dtype([("register", "<u2"), ("value", "u1")])
 
 # The same bucket as bucket_of(), for PostgreSQL (used when aggregating in SQL).
 BUCKET_SQL = (
@@ -130,27 +143,82 @@ def empty_sketch() -> np.ndarray:
 
 
 def encode_sketch(registers: np.ndarray) -> bytes:
-    """One byte of precision, then the zlib-compressed registers; b"" when no client was seen."""
+    """The registers encoded (see the module docstring): sparse when that is shorter, else packed;
+    b"" when no client was seen."""
     registers = np.asarray(registers, dtype=np.uint8)
-    if not registers.any():
+    bits = _precision(registers)
+    nonzero = np.flatnonzero(registers)
+    if len(nonzero) == 0:
         return b""
-    return bytes([_precision(registers)]) + zlib.compress(registers.tobytes(), 6)
+    if 3 * len(nonzero) < len(registers) // 2:
+        return bytes([SPARSE | bits]) + nonzero.astype("<u2").tobytes() + registers[nonzero].tobytes()
+    base = int(registers.min())
+    offsets = registers - np.uint8(base)
+    high = np.flatnonzero(offsets > _NIBBLE_MAX)
+    offsets[high] = 0
+    exceptions = np.empty(len(high), dtype=_EXCEPTION)
+    exceptions["register"], exceptions["value"] = high, registers[high]
+    nibbles = offsets[0::2] | (offsets[1::2] << 4)
+    return bytes([PACKED | bits, base]) + nibbles.tobytes() + exceptions.tobytes()
+
+
+def encode_packed(rows: np.ndarray) -> list[bytes]:
+    """The packed encoding of each row of a 2-D array of sketches (one precision, at least one row), in
+    one numpy pass (the rollup cache stores every endpoint's merge this way: half the bytes of raw
+    registers)."""
+    rows = np.asarray(rows, dtype=np.uint8)
+    head = PACKED | _precision(rows[0])
+    bases = rows.min(axis=1)
+    offsets = rows - bases[:, np.newaxis]
+    high = np.flatnonzero(offsets > _NIBBLE_MAX)  # flat: np.nonzero of a 2-D mask was ~50x slower
+    offsets.reshape(-1)[high] = 0
+    nibbles = offsets[:, 0::2] | (offsets[:, 1::2] << 4)
+    high_rows, high_registers = np.divmod(high, rows.shape[1])  # ordered by row
+    bounds = np.searchsorted(high_rows, np.arange(len(rows) + 1))
+    blobs = []
+    for row, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        exceptions = np.empty(hi - lo, dtype=_EXCEPTION)
+        exceptions["register"], exceptions["value"] = high_registers[lo:hi], rows[row, high_registers[lo:hi]]
+        blobs.append(bytes([head, int(bases[row])]) + nibbles[row].tobytes() + exceptions.tobytes())
+    return blobs
 
 
 def decode_sketch(blob: bytes | memoryview | None) -> np.ndarray | None:
-    """The registers of an encoded sketch (None for an empty one)."""
+    """The registers of an encoded sketch (None for an empty one); may be read-only."""
     if not blob:
         return None
     data = bytes(blob)
+    head = data[0]
+    size = 1 << (head & _PRECISION_MASK)
+    if head & PACKED:
+        return _unpack(np.frombuffer(data, np.uint8, size // 2, 2)[np.newaxis, :], [data[1]], [data])[0]
+    if head & SPARSE:
+        count = (len(data) - 1) // 3
+        registers = np.zeros(size, dtype=np.uint8)
+        registers[np.frombuffer(data, "<u2", count, 1)] = np.frombuffer(data, np.uint8, count, 1 + 2 * count)
+        return registers
     registers = np.frombuffer(zlib.decompress(data[1:]), dtype=np.uint8)
-    if len(registers) != 1 << data[0]:
-        raise ValueError(f"a client sketch of precision {data[0]} holds {len(registers)} registers")
+    if len(registers) != size:
+        raise ValueError(f"a client sketch of precision {head} holds {len(registers)} registers")
+    return registers
+
+
+def _unpack(nibbles: np.ndarray, bases: Sequence[int], blobs: Sequence[bytes]) -> np.ndarray:
+    """Registers of packed sketches, one row each, from their nibbles (one row each), bases and blobs
+    (for the registers more than 15 above the base, stored after the nibbles)."""
+    rows, half = nibbles.shape
+    registers = np.stack((nibbles & _NIBBLE_MAX, nibbles >> 4), axis=-1).reshape(rows, 2 * half)
+    registers += np.asarray(bases, dtype=np.uint8)[:, np.newaxis]
+    for row, blob in enumerate(blobs):
+        if len(blob) > 2 + half:
+            exceptions = np.frombuffer(blob, _EXCEPTION, offset=2 + half)
+            registers[row, exceptions["register"]] = exceptions["value"]
     return registers
 
 
 def precision_of(blob: bytes | memoryview | None) -> int | None:
     """The precision (log2 of the register count) of an encoded sketch; None for an empty one."""
-    return bytes(blob[:1])[0] if blob else None
+    return bytes(blob[:1])[0] & _PRECISION_MASK if blob else None
 
 
 def _precision(registers: np.ndarray) -> int:
@@ -198,6 +266,49 @@ def merge_sketches(blobs: Iterable[bytes | memoryview | None]) -> np.ndarray:
     return merged
 
 
+def merge_sketch_groups(groups: Sequence[Sequence[bytes | memoryview | None]]) -> list[np.ndarray]:
+    """merge_sketches of each group, decoded together: the packed sketches of every group in one numpy
+    pass, the sparse ones in one scatter (a read of all endpoints' rollups decodes ~300 sketches; one
+    at a time, numpy's per-call overhead was most of the cost). A group holding a sketch of an older
+    precision is merged on its own, folded to it."""
+    merged = np.zeros((len(groups), HLL_REGISTERS), dtype=np.uint8)
+    half = HLL_REGISTERS // 2
+    packed: list[bytes] = []
+    packed_groups: list[int] = []
+    sparse_at: list[np.ndarray] = []
+    sparse_values: list[np.ndarray] = []
+    older: dict[int, list[bytes]] = {}
+    for group, blobs in enumerate(groups):
+        present = [bytes(blob) for blob in blobs if blob]
+        if any(blob[0] & _PRECISION_MASK != HLL_BITS for blob in present):
+            older[group] = present
+            continue
+        for blob in present:
+            if blob[0] & PACKED:
+                packed.append(blob)
+                packed_groups.append(group)
+            elif blob[0] & SPARSE:
+                count = (len(blob) - 1) // 3
+                sparse_at.append(np.frombuffer(blob, "<u2", count, 1).astype(np.int64) + group * HLL_REGISTERS)
+                sparse_values.append(np.frombuffer(blob, np.uint8, count, 1 + 2 * count))
+            else:  # zlib at this precision: never written, but readable
+                registers = decode_sketch(blob)
+                assert registers is not None  # blob is not empty
+                np.maximum(merged[group], registers, out=merged[group])
+    if packed:
+        nibbles = np.stack([np.frombuffer(blob, np.uint8, half, 2) for blob in packed])
+        registers = _unpack(nibbles, [blob[1] for blob in packed], packed)
+        # Row by row: np.maximum.reduceat over the rows took ~20 ms for 200 sketches, this well under 1.
+        for row, group in zip(registers, packed_groups, strict=True):
+            np.maximum(merged[group], row, out=merged[group])
+    if sparse_at:
+        np.maximum.at(merged.reshape(-1), np.concatenate(sparse_at), np.concatenate(sparse_values))
+    result = list(merged)
+    for group, blobs in older.items():
+        result[group] = merge_sketches(blobs)
+    return result
+
+
 def _sigma(x: float) -> float:
     if x == 1.0:
         return math.inf
@@ -228,7 +339,7 @@ def estimate_clients(registers: np.ndarray) -> int:
     """Ertl's improved HyperLogLog estimate (arXiv:1702.01284, algorithm 6) of a sketch's set size."""
     m = len(registers)
     q = 64 - _precision(registers)
-    counts = np.bincount(np.asarray(registers, dtype=np.int64), minlength=q + 2)
+    counts = np.bincount(registers, minlength=q + 2).tolist()  # Python ints: the loop below is scalar
     if counts[0] == m:
         return 0
     z = m * _tau(1.0 - counts[q + 1] / m)

@@ -176,13 +176,14 @@ def load_dataset(*, now: datetime) -> Dataset:
     with connection.cursor() as cursor:
         cursor.execute("SELECT max(hour) FROM analytics_hourlystat")
         newest = cursor.fetchone()[0]
-        # Rollups written before the 4096-register sketches (migration 0004 keeps them, at 1024): rebuilt
-        # from the raw events, so the figures are those of the current format.
+        # Rollups whose sketches have fewer registers than sketches.HLL_BITS gives (written by an older
+        # version; merges fold to them): rebuilt from the raw events, so the figures are those of the
+        # current precision. An encoded sketch's first byte holds its precision in the low six bits.
         cursor.execute(
             "SELECT (SELECT count(*) FROM analytics_hourlystat WHERE hour > now() - interval '31 days'"
-            " AND client_sketch <> '' AND get_byte(client_sketch, 0) <> %s)"
+            " AND client_sketch <> '' AND get_byte(client_sketch, 0) & 63 <> %s)"
             " + (SELECT count(*) FROM analytics_rangestat WHERE start > now() - interval '31 days'"
-            " AND client_sketch <> '' AND get_byte(client_sketch, 0) <> %s)",
+            " AND client_sketch <> '' AND get_byte(client_sketch, 0) & 63 <> %s)",
             [sketches.HLL_BITS, sketches.HLL_BITS],
         )
         older_format = cursor.fetchone()[0]
@@ -190,7 +191,7 @@ def load_dataset(*, now: datetime) -> Dataset:
         max(newest - timedelta(hours=2), now - timedelta(days=DAYS + 1)) if newest else now - timedelta(days=DAYS + 1)
     )
     if older_format:
-        log(f"{older_format:,} rollup rows hold sketches of an older format: aggregating the whole window again ...")
+        log(f"{older_format:,} rollup rows hold sketches of a lower precision: aggregating the whole window again ...")
         start = now - timedelta(days=DAYS + 1)
     end = aggregation.last_complete_hour(now=now)  # leave the newest complete hour to the raw tail
     log(f"Aggregating {start:%Y-%m-%d %H:00} .. {end:%Y-%m-%d %H:00} ...")
@@ -401,11 +402,13 @@ def report(data: Dataset, reads: list[ReadTimes], merge: MergeFacts, big: BigHou
             failures.append(f"{r.name}: only {r.raw_p50 / r.cold_p50:.0f}x faster than the raw scan (cold)")
     errors = merge.errors
     median_error = errors[len(errors) // 2] if errors else float("nan")
+    p90_error = errors[int(len(errors) * 0.9)] if errors else float("nan")
     print(
         f"\nA cold 30d all-endpoint merge reads {merge.rows:,} rollup rows ({merge.rows / max(merge.endpoints, 1):.1f}"
         f" per endpoint) holding {merge.bytes / 1e3:,.0f} kB of histograms and client sketches. Unique clients over"
         f" the 30 days, estimate against count(DISTINCT client_ip) for all {merge.endpoints} endpoints"
         f" ({merge.fewest_clients:,}-{merge.most_clients:,} clients each): median error {median_error:.2%},"
+        f" 90th percentile {p90_error:.2%},"
         f" max {errors[-1] if errors else float('nan'):.2%}."
     )
     if errors and errors[-1] > TARGET_CLIENT_ERROR:

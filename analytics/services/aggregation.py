@@ -241,11 +241,9 @@ def _rebuild_runs(*, day: date, hour: datetime | None) -> int:
     merged = rollup_ranges.merge_runs(rows=rows, units=24, runs=runs)
     written = _write_runs(merged=merged, origin=start, unit=HOUR)
     block = rollup_ranges.block_of(day)
-    index = (day - block).days
-    runs = [(lo, hi) for lo, hi in rollup_ranges.day_runs() if lo <= index < hi]
     days = DailyStat.objects.filter(day__gte=block, day__lt=block + timedelta(days=rollup_ranges.BLOCK_DAYS))
     rows = ((int((moment - block).days), *rest) for moment, *rest in days.values_list("day", *ROLLUP_MERGE_COLUMNS))
-    merged = rollup_ranges.merge_runs(rows=rows, units=rollup_ranges.BLOCK_DAYS, runs=runs)
+    merged = rollup_ranges.merge_day_runs(rows=rows, changed=(day - block).days)
     return written + _write_runs(merged=merged, origin=rollup_ranges.day_start(block), unit=timedelta(days=1))
 
 

@@ -1,4 +1,4 @@
-"""Migration 0004 on a table that holds data: old sketches converted, runs of rollups built."""
+"""Migrations 0004 and 0005 on tables that hold data: old sketches converted, runs of rollups built."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from analytics import sketches
+from analytics import rollup_ranges, sketches
 
 pytestmark = pytest.mark.django_db
 BEFORE = ("analytics", "0003_hourlystat_console_columns")
@@ -65,3 +65,33 @@ def test_0004_converts_the_old_sketches_and_builds_the_runs_of_the_recent_days()
         r.tobytes() for r in legacy.values()
     )
     _migrate(AFTER)
+
+
+def test_0005_builds_the_runs_of_days_within_sub_blocks_from_the_daily_rows():
+    apps = _migrate(AFTER)
+    daily = apps.get_model("analytics", "DailyStat")
+    ranges = apps.get_model("analytics", "RangeStat")
+    block = rollup_ranges.block_of(datetime.now(UTC).date() - timedelta(days=20))
+    clients = {}
+    for index in range(rollup_ranges.BLOCK_DAYS):
+        clients[index] = sketches.sketch_clients(f"10.0.{index}.{i}" for i in range(3 * index + 1))
+        daily.objects.create(
+            endpoint="/a",
+            day=block + timedelta(days=index),
+            access_count=index,
+            latency_histogram=sketches.encode_histogram({5: index + 1}),
+            client_sketch=clients[index],
+        )
+
+    apps = _migrate(("analytics", "0005_day_runs_of_sub_blocks"))
+
+    ranges = apps.get_model("analytics", "RangeStat")
+    origin = rollup_ranges.day_start(block)
+    for lo, hi in [(9, 12), (8, 10), (4, 8), (12, 15), (0, 5)]:  # inside halves, quarters, eighths; the block's
+        run = ranges.objects.get(endpoint="/a", start=origin + timedelta(days=lo), end=origin + timedelta(days=hi))
+        assert run.access_count == sum(range(lo, hi))
+        assert sketches.merge_histograms([run.latency_histogram])[5] == sum(range(lo + 1, hi + 1))
+        assert bytes(run.client_sketch) == sketches.encode_sketch(
+            sketches.merge_sketches(clients[i] for i in range(lo, hi))
+        )
+    assert ranges.objects.filter(endpoint="/a").count() == len(rollup_ranges.kept_day_runs())

@@ -41,15 +41,17 @@ def test_a_cover_holds_every_hour_of_the_period_once_and_long_periods_need_few_r
         assert len(hours) == len(set(hours)), (start, end)
         assert set(hours) == {start + i * HOUR for i in range(int((end - start) / HOUR))}, (start, end)
         rows = len(plan.hours) + len(plan.days) + len(plan.ranges)
-        if end - start >= timedelta(days=20):  # 30d and the like: at most five rows per endpoint
+        if end - start >= timedelta(days=1):  # the periods that read rollups: five rows at most
             assert rows <= 5, (start, end, plan)
+            if rollup_ranges.block_of((start + 23 * HOUR).date()) == rollup_ranges.block_of(end.date()):
+                assert rows <= 4, (start, end, plan)  # whole days inside one block (7d): two rows at most
         for lo, hi in plan.ranges:  # only runs that are kept are asked for
             if hi - lo < timedelta(days=1):
                 day = rollup_ranges.midnight(lo)
                 assert (int((lo - day) / HOUR), int((hi - day) / HOUR) or 24) in rollup_ranges.hour_runs()
             else:
                 block = rollup_ranges.block_of(lo.date())
-                assert ((lo.date() - block).days, (hi.date() - block).days) in rollup_ranges.day_runs()
+                assert ((lo.date() - block).days, (hi.date() - block).days) in rollup_ranges.kept_day_runs()
 
 
 def _sketch(rng: random.Random, clients: int) -> bytes:
@@ -214,3 +216,56 @@ def test_a_running_hour_with_an_older_sketch_is_redone_at_full_precision(store, 
     row = HourlyStat.objects.get(endpoint="/a", hour=hour)
     assert sketches.precision_of(row.client_sketch) == sketches.HLL_BITS
     assert row.access_count == 51
+
+
+def _registers(rng: random.Random, clients: int, bits: int = sketches.HLL_BITS) -> np.ndarray:
+    registers = np.zeros(1 << bits, dtype=np.uint8)
+    for _ in range(clients):
+        index, rank = sketches.register_and_rank(rng.getrandbits(64), bits=bits)
+        registers[index] = max(registers[index], rank)
+    return registers
+
+
+def test_sketches_round_trip_sparse_when_small_packed_when_busy_and_old_zlib_ones_still_read():
+    rng = random.Random(17)
+    small, busy = _registers(rng, 300), _registers(rng, 100_000)
+    busy[[3, 4]] = [busy.min() + 16, 50]  # more than 15 above the base: kept after the nibbles
+    for registers, flag, most in ((small, sketches.SPARSE, 3 * 300), (busy, sketches.PACKED, 2 + 8192 + 3 * 8)):
+        blob = sketches.encode_sketch(registers)
+        assert blob[0] == flag | sketches.HLL_BITS and len(blob) <= 1 + most
+        assert sketches.decode_sketch(blob).tolist() == registers.tolist()
+        assert sketches.precision_of(blob) == sketches.HLL_BITS
+    older = _registers(rng, 5000, bits=12)  # as written before 2**14: precision, then zlib
+    blob = bytes([12]) + zlib.compress(older.tobytes())
+    assert sketches.decode_sketch(blob).tolist() == older.tolist() and sketches.precision_of(blob) == 12
+    assert sketches.encode_sketch(sketches.empty_sketch()) == b"" and sketches.decode_sketch(b"") is None
+
+
+def test_sketches_of_many_endpoints_merged_in_one_pass_equal_merging_them_one_at_a_time():
+    rng = random.Random(19)
+    blobs = [sketches.encode_sketch(_registers(rng, n)) for n in (0, 1, 40, 2500, 3000, 30_000, 90_000)]
+    older = bytes([12]) + zlib.compress(_registers(rng, 4000, bits=12).tobytes())
+    groups = [blobs[:4], blobs[3:], [], [b"", None], [blobs[5], older, blobs[1]], [blobs[6]], blobs[::-1]]
+    merged = sketches.merge_sketch_groups(groups)
+    assert [m.tolist() for m in merged] == [sketches.merge_sketches(group).tolist() for group in groups]
+    assert len(merged[4]) == 1 << 12  # folded to the older sketch's precision, as one at a time
+
+
+@pytest.mark.django_db
+def test_rollup_rows_fetched_in_binary_are_the_rows_the_orm_reads():
+    HourlyStat.objects.create(endpoint="/ä", hour=ORIGIN, covered_until=ORIGIN + HOUR)  # empty blobs, no time
+    HourlyStat.objects.create(
+        endpoint="/b",
+        hour=ORIGIN,
+        covered_until=ORIGIN + HOUR,
+        access_count=2**40,
+        error_count=3,
+        total_response_time_ms=12.25,
+        timed_count=7,
+        last_accessed_at=ORIGIN + timedelta(minutes=5, microseconds=17),
+        latency_histogram=sketches.encode_histogram({3: 7}),
+        client_sketch=sketches.sketch_clients(f"10.0.0.{i}" for i in range(200)),
+    )
+    rows = HourlyStat.objects.filter(hour=ORIGIN).order_by("endpoint").values_list(*ROLLUP_MERGE_COLUMNS)
+    expected = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows]
+    assert queries._fetch_in_binary(rows) == expected
