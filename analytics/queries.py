@@ -260,28 +260,11 @@ _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def _text(data: bytes, at: int, size: int) -> str:
-    return data[at : at + size].decode()
-
-
-def _int8(data: bytes, at: int, size: int) -> int:
-    return int.from_bytes(data[at : at + size], "big", signed=True)
-
-
-def _float8(data: bytes, at: int, size: int) -> float:
-    return float(struct.unpack_from(">d", data, at)[0])
-
-
-def _timestamptz(data: bytes, at: int, size: int) -> datetime:
-    return _POSTGRES_EPOCH + timedelta(microseconds=_int8(data, at, size))
-
-
-def _bytea(data: bytes, at: int, size: int) -> bytes:
-    return data[at : at + size]
-
-
-# How each of ROLLUP_MERGE_COLUMNS arrives in binary (varchar, bigint x2, float8, bigint, timestamptz, bytea x2).
-_ROLLUP_DECODERS = (_text, _int8, _int8, _float8, _int8, _timestamptz, _bytea, _bytea)
+# After the endpoint (varchar): access_count, error_count (bigint), total_response_time_ms (float8) and
+# timed_count (bigint), never NULL, each with its length (8); then last_accessed_at (timestamptz, an
+# int8 of microseconds since 2000, or NULL) and the two bytea.
+_COUNTS = struct.Struct(">iqiqidiq")
+_FIELD_COUNT, _LENGTH, _INT8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">q")
 
 
 def _fetch_in_binary(rows: QuerySet[Any]) -> list[tuple[Any, ...]]:
@@ -299,23 +282,27 @@ def _fetch_in_binary(rows: QuerySet[Any]) -> list[tuple[Any, ...]]:
     if not data.startswith(_COPY_SIGNATURE):
         raise ValueError("not PostgreSQL's binary COPY format")
     at = len(_COPY_SIGNATURE) + 4
-    at += 4 + int.from_bytes(data[at : at + 4], "big")
+    at += 4 + _LENGTH.unpack_from(data, at)[0]
     result = []
-    field_count, field_size = struct.Struct(">h").unpack_from, struct.Struct(">i").unpack_from
-    while (fields := field_count(data, at)[0]) != -1:
-        if fields != len(_ROLLUP_DECODERS):
+    while (fields := _FIELD_COUNT.unpack_from(data, at)[0]) != -1:
+        if fields != len(ROLLUP_MERGE_COLUMNS):
             raise ValueError(f"a rollup row of {fields} fields")
-        at += 2
-        row: list[Any] = []
-        for decode in _ROLLUP_DECODERS:
-            (size,) = field_size(data, at)
-            at += 4
-            if size < 0:
-                row.append(None)
-            else:
-                row.append(decode(data, at, size))
-                at += size
-        result.append(tuple(row))
+        (size,) = _LENGTH.unpack_from(data, at + 2)
+        endpoint = data[at + 6 : at + 6 + size].decode()
+        at += 6 + size
+        length_1, access, length_2, errors, length_3, total_ms, length_4, timed = _COUNTS.unpack_from(data, at)
+        if (length_1, length_2, length_3, length_4) != (8, 8, 8, 8):
+            raise ValueError("a rollup row with a NULL count")
+        at += _COUNTS.size
+        (size,) = _LENGTH.unpack_from(data, at)
+        last = None if size < 0 else _POSTGRES_EPOCH + timedelta(microseconds=_INT8.unpack_from(data, at + 4)[0])
+        at += 4 + max(size, 0)
+        blobs = []
+        for _ in range(2):
+            (size,) = _LENGTH.unpack_from(data, at)
+            blobs.append(data[at + 4 : at + 4 + size] if size >= 0 else None)
+            at += 4 + max(size, 0)
+        result.append((endpoint, access, errors, total_ms, timed, last, *blobs))
     return result
 
 
