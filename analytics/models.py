@@ -108,7 +108,8 @@ class RangeStat(MergedRollup):
 
     Long periods are answered from a few of these instead of one row per hour or day (see
     analytics.rollup_ranges for which runs exist: within each UTC day, the first k and the last k
-    hours; within each 16-day block, the first k and the last k days). Rebuilt, in the same
+    hours; within each 16-day block and its aligned halves, quarters and eighths, the first k and
+    the last k days). Rebuilt, in the same
     transaction, whenever a complete hour they hold is aggregated again, so a run never goes stale
     while it can be read; only recent ones are kept (periods reach back 30 days).
     """

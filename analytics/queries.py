@@ -5,8 +5,8 @@ How a period is answered (plan_read, shared by the three API queries): periods u
 6h) scan raw events (an index range on (endpoint, occurred_at) or (occurred_at)). Periods of a day
 or more start at a whole hour (a whole day for geography). Stats read, per endpoint, at most five
 rollup rows for the complete hours (pre-merged runs of hours within a day and of days within a
-16-day block, see analytics.rollup_ranges) and the newest hour's HourlyStat row (the running hour
-is aggregated every minute); time series and geography read DailyStat/GeoStat for whole days and
+16-day block and its aligned sub-blocks, see analytics.rollup_ranges), fetched in binary on
+PostgreSQL, and the newest hour's HourlyStat row (the running hour is aggregated every minute); time series and geography read DailyStat/GeoStat for whole days and
 HourlyStat around them. Raw events are read only after the newest rollup (normally the last
 minute), so the cost does not grow with the length of the period. Merges of complete hours are
 cached.
@@ -360,7 +360,7 @@ def endpoint_stats(*, period: str, now: datetime, endpoint: str | None = None) -
 
     Under a day: exact, from raw events in (now - period, now]. A day or more: from the whole
     hour that contains now - period, via rollups plus the raw events not aggregated yet; p95 is
-    within 1.5% and unique_clients a HyperLogLog estimate (standard error 1.6%) when hours are combined.
+    within 1.5% and unique_clients a HyperLogLog estimate (standard error 0.81%) when hours are combined.
     """
     rollups = uses_rollups(period)
     plan = plan_read(period=period, now=now, rollups=rollups, align=HOUR if rollups else None)

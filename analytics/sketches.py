@@ -313,7 +313,11 @@ def merge_sketch_groups(groups: Sequence[Sequence[bytes | memoryview | None]]) -
         bounds = np.flatnonzero(np.r_[True, order[1:] != order[:-1], True])
         targets = order[bounds[:-1]]
         for plane, parity in zip(planes, (0, 1), strict=True):
-            reduced = np.stack([plane[lo:hi].max(axis=0) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
+            if len(targets) == len(packed):  # one sketch per group (the rollup cache's entries)
+                reduced = plane
+            else:
+                spans = zip(bounds[:-1], bounds[1:], strict=True)
+                reduced = np.stack([plane[lo:hi].max(axis=0) for lo, hi in spans])
             merged[targets, parity::2] = np.maximum(merged[targets, parity::2], reduced)
     # After the packed ones (assigned above). One sketch at a time: its registers are distinct, so a
     # gather and a scatter do; np.maximum.at over all of them took ~8 ms for 60 sketches.

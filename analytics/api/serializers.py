@@ -203,7 +203,7 @@ class AnalyticsEndpointStatsOutput(serializers.Serializer):
     p95_response_time = serializers.FloatField(allow_null=True, help_text="Seconds (within 1.5% for 24h+).")
     last_accessed = serializers.DateTimeField(allow_null=True)
     unique_clients = serializers.IntegerField(
-        help_text="Exact under 24h, else a HyperLogLog estimate (1.6% standard error)."
+        help_text="Exact under 24h, else a HyperLogLog estimate (0.81% standard error)."
     )
     error_count = serializers.IntegerField()
 

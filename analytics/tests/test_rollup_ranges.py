@@ -11,7 +11,7 @@ from django.db import connection
 from analytics import queries, rollup_ranges, sketches
 from analytics.models import HourlyStat, RangeStat
 from analytics.services import aggregation
-from analytics.summaries import ROLLUP_MERGE_COLUMNS, merge_rollup_rows
+from analytics.summaries import ROLLUP_MERGE_COLUMNS, Summary, merge_rollup_rows, pack_summaries, unpack_summaries
 
 HOUR = timedelta(hours=1)
 ORIGIN = datetime(2026, 3, 1, tzinfo=UTC)
@@ -269,3 +269,23 @@ def test_rollup_rows_fetched_in_binary_are_the_rows_the_orm_reads():
     rows = HourlyStat.objects.filter(hour=ORIGIN).order_by("endpoint").values_list(*ROLLUP_MERGE_COLUMNS)
     expected = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows]
     assert queries._fetch_in_binary(rows) == expected
+
+
+def test_summaries_packed_for_the_rollup_cache_unpack_to_the_same_summaries():
+    rng = random.Random(23)
+    summaries = {
+        "/busy": Summary(access_count=9, last_accessed_at=ORIGIN, sketch=_registers(rng, 80_000)),
+        "/quiet": Summary(unique_clients=3, countries={"SE": 2}, top_clients={"198.51.100.7": 2}),
+        "/older": Summary(sketch=_registers(rng, 900, bits=12)),  # a merge folded to an older precision
+    }
+    summaries["/busy"].sketch[[1, 2]] = [summaries["/busy"].sketch.min() + 16, 50]
+    summaries["/busy"].histogram[42] = 7
+
+    unpacked = unpack_summaries(pack_summaries(summaries))
+
+    assert list(unpacked) == list(summaries)
+    for name, summary in summaries.items():
+        got = unpacked[name]
+        assert got.sketch.tolist() == summary.sketch.tolist() and got.histogram.tolist() == summary.histogram.tolist()
+        got.sketch, got.histogram = summary.sketch, summary.histogram
+        assert got == summary
