@@ -6,10 +6,10 @@ How a period is answered (plan_read, shared by the three API queries): periods u
 or more start at a whole hour (a whole day for geography). Stats read, per endpoint, at most five
 rollup rows for the complete hours (pre-merged runs of hours within a day and of days within a
 16-day block and its aligned sub-blocks, see analytics.rollup_ranges), fetched in binary on
-PostgreSQL, and the newest hour's HourlyStat row (the running hour is aggregated every minute); time series and geography read DailyStat/GeoStat for whole days and
-HourlyStat around them. Raw events are read only after the newest rollup (normally the last
-minute), so the cost does not grow with the length of the period. Merges of complete hours are
-cached.
+PostgreSQL, and the newest hour's HourlyStat row (the running hour is aggregated every minute);
+time series and geography read DailyStat/GeoStat for whole days and HourlyStat around them. Raw
+events are read only after the newest rollup (normally the last minute), so the cost does not grow
+with the length of the period. Merges of complete hours are cached.
 """
 
 from __future__ import annotations
