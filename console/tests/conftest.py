@@ -70,6 +70,12 @@ class Traffic:
 def traffic(make_event):
     """Known traffic in the two complete hours before the running one, aggregated as beat would."""
     now = timezone.now()
+    # The pages read the clock themselves: traffic made in an hour's last seconds would sit in
+    # other hours by the time a page is asked for, so wait for the next hour (at most 30 s).
+    until_next_hour = (floor_time(now, HOUR) + HOUR - now).total_seconds()
+    if until_next_hour < 30:
+        time.sleep(until_next_hour + 0.5)
+        now = timezone.now()
     first = floor_time(now, HOUR) - 2 * HOUR
     events = []
     for n in range(6):
