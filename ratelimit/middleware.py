@@ -25,7 +25,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ratelimit import services
 from ratelimit.services import Decision
 from tracker.clients import client_ip
-from tracker.middleware import endpoint_name, mark_recorded, tracked_event
+from tracker.middleware import endpoint_name, is_tracked, mark_recorded, tracked_event
 
 SAFE_METHODS = ("GET", "HEAD")
 
@@ -63,11 +63,13 @@ class RateLimitMiddleware:
 
 
 def may_decide_after_view(request: HttpRequest, view_func: Callable[..., Any]) -> bool:
-    """A cheap read-only view whose event one script can count and buffer (see the module docstring)."""
+    """A cheap read-only view whose tracked event one script can count and buffer (see the module
+    docstring); an untracked request gains nothing from waiting, so it is decided first."""
     view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
     return (
         request.method in SAFE_METHODS
         and getattr(view_class, "rate_limit_after_view", False)
+        and is_tracked(request)
         and services.can_buffer_with_count()
     )
 

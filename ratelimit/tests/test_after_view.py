@@ -87,3 +87,22 @@ def test_with_redis_down_the_greeting_is_served_and_its_event_stored_directly(cl
     assert list(AccessEvent.objects.filter(client_ip="203.0.113.92").values_list("endpoint", "status_code")) == [
         ("/", 200)
     ]
+
+
+def test_with_tracking_off_the_greeting_is_decided_before_it_runs(
+    client, settings, client_ip_far_from_window_end, sent, monkeypatch
+):
+    from tracker import queries
+
+    settings.TRACKING_ENABLED = False
+    settings.RATE_LIMITS = {"/": 1}
+    ip = client_ip_far_from_window_end(60)
+    served = []
+    real = queries.welcome_message
+    monkeypatch.setattr(queries, "welcome_message", lambda: served.append(1) or real())
+
+    statuses = [client.get("/", REMOTE_ADDR=ip).status_code for _ in range(2)]
+
+    assert statuses == [200, 429]
+    assert served == [1]  # the refused request never reached the view
+    assert sent == ["EVALSHA", "EVALSHA"]  # no event: nothing buffered
