@@ -1,9 +1,11 @@
 """The hot path against the framework floor: GET / and GET /stats (warm) on the web role, per component.
 
-Six gunicorn servers run side by side with the same gunicorn settings (the web role's config,
+Seven gunicorn servers run side by side with the same gunicorn settings (the web role's config,
 2 sync workers): the floor (bench/floor.py: Django + DRF returning the same JSON, no middleware,
-no database, no Redis) and the web role in five configurations: everything on (tracking,
-rate limiting, request metrics: as deployed), tracking off, limiting off, metrics off, all off.
+no database, no Redis), the floor + round trip (the same, plus one bare Redis `PING` per request:
+the least any design pays that has each event in Redis before its response) and the web role in
+five configurations: everything on (tracking, rate limiting, request metrics: as deployed),
+tracking off, limiting off, metrics off, all off.
 Limits are raised so that nothing is refused (every decision still counts in Redis). Each round
 loads every (server, path) case once, starting one case further along each round, so drift on a
 shared machine spreads over all of them. Per case: req/s, p50/p99, and the CPU time per request
@@ -38,6 +40,11 @@ EXACT_REQUESTS = 1000  # the exact sanity pass: this many requests, this many ev
 SEEDED_ENDPOINTS = 12  # rows /stats lists (besides / and /stats)
 PATHS = ("/", "/stats")
 FLOOR = "floor"
+# The floor plus one bare Redis round trip per request: the least a design pays that puts every
+# request's event in Redis before the response (the guarantee), so the web role's true overhead is
+# what all on costs beyond it.
+FLOOR_ROUND_TRIP = "floor + round trip"
+BASELINES = (FLOOR, FLOOR_ROUND_TRIP)
 # Limits nothing reaches: every request is still counted in Redis, none is refused.
 RULES = json.dumps({"/": 1_000_000_000, "/stats": 1_000_000_000, "default": 1_000_000_000})
 # name -> (tracking, limiting, request metrics)
@@ -51,7 +58,7 @@ CONFIGS = {
 COMPONENTS = {"tracking": "tracking off", "limiting": "limiting off", "metrics": "metrics off"}
 TARGET_FLOOR_SHARE = 0.50  # GET / and GET /stats all on: at least half the floor's req/s
 TARGET_P99_FACTOR = 2.0  # GET / all on: p99 at most twice the floor's
-TARGET_ON_OFF = 0.85  # all on at least 0.85x all off
+TARGET_ON_OFF = 0.85  # all on at least 0.85x all off (the issue's); and at least 0.85x the floor + round trip
 
 
 @dataclass(frozen=True)
@@ -87,11 +94,13 @@ def web_server(*, name: str, database_url: str, key_prefix: str, workdir: Path) 
     )
 
 
-def floor_server(*, database_url: str, key_prefix: str, workdir: Path, stats_file: Path) -> benchlib.GunicornRole:
+def floor_server(
+    *, database_url: str, key_prefix: str, workdir: Path, stats_file: Path, redis_url: str = ""
+) -> benchlib.GunicornRole:
     return benchlib.GunicornRole(
         role="web",
         name="web",
-        label=FLOOR,
+        label=(FLOOR_ROUND_TRIP if redis_url else FLOOR).replace(" ", "-"),
         tracking=False,
         database_url=database_url,
         key_prefix=key_prefix,
@@ -100,6 +109,7 @@ def floor_server(*, database_url: str, key_prefix: str, workdir: Path, stats_fil
             "POD_NAME": "bench-web",
             "DJANGO_SETTINGS_MODULE": "bench.floor",
             "BENCH_FLOOR_STATS_FILE": str(stats_file),
+            "BENCH_FLOOR_REDIS_URL": redis_url,
         },
     )
 
@@ -128,10 +138,10 @@ def _seed(now: datetime) -> None:
 
 
 def main() -> int:
-    database_url, _ = benchlib.require_env()
+    database_url, redis_url = benchlib.require_env()
     bench_url = benchlib.bench_database_url(database_url)
     benchlib.migrate(bench_url)
-    prefixes = {name: benchlib.new_key_prefix("web-" + name.replace(" ", "-")) for name in [*CONFIGS, FLOOR]}
+    prefixes = {name: benchlib.new_key_prefix("web-" + name.replace(" ", "-")) for name in [*CONFIGS, *BASELINES]}
     benchlib.setup_django(database_url=bench_url, key_prefix=prefixes["all on"])
 
     from django.db import connection
@@ -189,10 +199,15 @@ def main() -> int:
             raise BenchError(f"/stats answered {status}")
         stats_file = workdir / "stats.json"
         stats_file.write_bytes(body)
-        servers[FLOOR] = floor_server(
-            database_url=bench_url, key_prefix=prefixes[FLOOR], workdir=workdir, stats_file=stats_file
-        )
-        cases = [(name, path) for path in PATHS for name in [FLOOR, *CONFIGS]]
+        for name in BASELINES:
+            servers[name] = floor_server(
+                database_url=bench_url,
+                key_prefix=prefixes[name],
+                workdir=workdir,
+                stats_file=stats_file,
+                redis_url=redis_url if name == FLOOR_ROUND_TRIP else "",
+            )
+        cases = [(name, path) for path in PATHS for name in [*BASELINES, *CONFIGS]]
         results = benchlib.interleaved_configs(
             servers,
             cases=cases,
@@ -201,7 +216,7 @@ def main() -> int:
             seconds=SECONDS,
             warmup_seconds=WARMUP_SECONDS,
             progress=lambda index, name, path, r: (
-                f"  round {index} {path:6} {name:12}: {r.rps:6.0f} req/s, p50 {r.p50_ms:.2f} ms, "
+                f"  round {index} {path:6} {name:18}: {r.rps:6.0f} req/s, p50 {r.p50_ms:.2f} ms, "
                 f"p99 {r.p99_ms:.2f} ms, gunicorn {r.server_cpu_us_per_request:4.0f} us/req, "
                 f"redis {r.redis_cpu_us_per_request:3.0f} us/req"
             ),
@@ -280,7 +295,7 @@ def _report(results: dict[tuple[str, str], list[Round]], *, use_wrk: bool, sanit
             "| gunicorn CPU µs/req | redis CPU µs/req |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for name in [FLOOR, *CONFIGS]:
+        for name in [*BASELINES, *CONFIGS]:
             rounds = results[(name, path)]
             rps = _median(rounds, "rps")
             lines.append(
@@ -302,13 +317,26 @@ def _report(results: dict[tuple[str, str], list[Round]], *, use_wrk: bool, sanit
             f"- the rest of the web role (all off minus the floor: middleware, view, cache): gunicorn "
             f"{_cpu(all_off) - _cpu(floor):+.0f} µs/req, redis {_redis(all_off) - _redis(floor):+.0f} µs/req"
         )
+        round_trip = results[(FLOOR_ROUND_TRIP, path)]
+        lines.append(
+            f"- one bare Redis round trip (floor + round trip minus the floor): gunicorn "
+            f"{_cpu(round_trip) - _cpu(floor):+.0f} µs/req, redis {_redis(round_trip) - _redis(floor):+.0f} µs/req, "
+            f"throughput x{_median(round_trip, 'rps') / floor_rps:.2f}"
+        )
+        lines.append(
+            f"- all on beyond the floor + round trip: gunicorn {_cpu(on) - _cpu(round_trip):+.0f} µs/req, "
+            f"redis {_redis(on) - _redis(round_trip):+.0f} µs/req"
+        )
         lines.append("")
         share = _median(on, "rps") / floor_rps
         on_off = _median(on, "rps") / _median(all_off, "rps")
+        on_round_trip = _median(on, "rps") / _median(round_trip, "rps")
         verdicts.append(
             f"`GET {path}` all on: {100 * share:.0f}% of the floor (target ≥ {100 * TARGET_FLOOR_SHARE:.0f}%: "
             f"**{'met' if share >= TARGET_FLOOR_SHARE else 'MISSED'}**); all on / all off {on_off:.2f} "
-            f"(target ≥ {TARGET_ON_OFF}: **{'met' if on_off >= TARGET_ON_OFF else 'MISSED'}**)"
+            f"(target ≥ {TARGET_ON_OFF}: **{'met' if on_off >= TARGET_ON_OFF else 'MISSED'}**); all on / "
+            f"(floor + round trip) {on_round_trip:.2f} (≥ {TARGET_ON_OFF}: "
+            f"**{'met' if on_round_trip >= TARGET_ON_OFF else 'MISSED'}**)"
         )
         if path == "/":
             p99_factor = _median(on, "p99_ms") / floor_p99

@@ -5,6 +5,10 @@ web role's gunicorn config (same workers, same WSGI entry point). No middleware,
 Redis: `GET /` answers the greeting's fields and `GET /stats` the body the web role's `/stats`
 gave (read once from BENCH_FLOOR_STATS_FILE), both rendered by DRF's JSONRenderer on every request,
 so the difference to the web role is what tracking, limiting, metrics, caching and middleware cost.
+
+With BENCH_FLOOR_REDIS_URL set, every request also makes one bare Redis round trip (a `PING` on a
+connection the process keeps, as the web role keeps its own): the least any design pays that puts
+each request's event in Redis before the response, so the web role can be compared against it.
 """
 
 import json
@@ -12,6 +16,7 @@ import os
 
 from django.urls import path
 from django.utils import timezone
+from redis.connection import Connection
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,10 +40,27 @@ REST_FRAMEWORK = {
 POD_NAME = os.environ.get("POD_NAME", "bench-web")
 _STATS_FILE = os.environ.get("BENCH_FLOOR_STATS_FILE", "")
 _STATS = json.loads(open(_STATS_FILE).read())["endpoints"] if _STATS_FILE else []  # noqa: SIM115
+_REDIS_URL = os.environ.get("BENCH_FLOOR_REDIS_URL", "")
+_redis: Connection | None = None
+
+
+def round_trip() -> None:
+    """One bare Redis round trip, where BENCH_FLOOR_REDIS_URL asks for it (connected on first use, in the worker)."""
+    global _redis
+    if not _REDIS_URL:
+        return
+    if _redis is None:
+        from redis import Redis
+
+        pool = Redis.from_url(_REDIS_URL).connection_pool
+        _redis = pool.connection_class(**pool.connection_kwargs)
+    _redis.send_command("PING")
+    _redis.read_response()
 
 
 class WelcomeView(APIView):
     def get(self, request: Request) -> Response:
+        round_trip()
         return Response(
             {
                 "message": "Welcome to the API Access Tracker",
@@ -51,6 +73,7 @@ class WelcomeView(APIView):
 
 class StatsView(APIView):
     def get(self, request: Request) -> Response:
+        round_trip()
         return Response({"endpoints": _STATS, "from_cache": True})
 
 

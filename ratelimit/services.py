@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.base import BaseCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django_ratelimit.core import _get_window
 from django_redis import get_redis_connection
 from django_redis.cache import RedisCache
@@ -288,11 +290,44 @@ def counter_key(*, policy: str, window_seconds: int, window_end: int, endpoint: 
     return cache.make_key(name)
 
 
+@dataclass(frozen=True)
+class CounterStore:
+    """Where the counters live: the default cache and, on Redis, its client."""
+
+    backend: BaseCache
+    redis: Redis | None  # None on the embedded default
+    standalone: bool  # one standalone server: the thread's held connection, and one script can also buffer
+
+
+_redis_store: CounterStore | None = None
+
+
+def counter_store() -> CounterStore:
+    """The default cache's counter store; resolved once per process on Redis (a request saves the cache
+    handler's lookups), looked up each time on the embedded default (its cache object is per thread)."""
+    global _redis_store
+    if _redis_store is not None:
+        return _redis_store
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        return CounterStore(backend=backend, redis=None, standalone=False)
+    client = get_redis_connection("default")
+    _redis_store = CounterStore(backend=backend, redis=client, standalone=redis_direct.supports(client))
+    return _redis_store
+
+
+@receiver(setting_changed)
+def _forget_counter_store(*, setting: str, **kwargs: object) -> None:
+    global _redis_store
+    if setting in ("CACHES", "REDIS_URL"):  # tests point the cache elsewhere
+        _redis_store = None
+
+
 def can_buffer_with_count() -> bool:
     """True where the counters and the tracking buffer share one standalone Redis, so that one script
     can count a request and buffer its event (not on the embedded default, not on a Redis Cluster,
     where the buffer's stream and a client's counters live in different slots)."""
-    return isinstance(caches["default"], RedisCache) and redis_direct.supports(get_redis_connection("default"))
+    return counter_store().standalone
 
 
 def count_request(
@@ -324,22 +359,23 @@ def count_request(
         )
         expiries.append(rate.window_seconds + EXPIRY_MARGIN_SECONDS)
         windows.append(window_end)
-    backend = caches["default"]
+    store = counter_store()
+    backend = store.backend
     buffered = False
-    if isinstance(backend, RedisCache) and event is not None:
-        keys = [backend.make_key(n) for n in names] + [buffer.stream_key(buffer.local_shard())]
+    if store.redis is not None and event is not None:
+        keys = [backend.make_key(n) for n in names] + [buffer.local_stream_key()]
         limits = [rate.limit for _, rate in policies]
         reply = _evalsha(
-            get_redis_connection("default"),
+            store,
             _COUNT_AND_TRACK_SCRIPT,
             _COUNT_AND_TRACK_SHA,
             keys=keys,
             args=[*expiries, *limits, int(enforce), buffer.FIELD, event],
         )
         counts, buffered = reply[:-1], reply[-1] == 1
-    elif isinstance(backend, RedisCache):
+    elif store.redis is not None:
         keys = [backend.make_key(n) for n in names]
-        counts = _evalsha(get_redis_connection("default"), _COUNT_SCRIPT, _COUNT_SHA, keys=keys, args=expiries)
+        counts = _evalsha(store, _COUNT_SCRIPT, _COUNT_SHA, keys=keys, args=expiries)
     else:  # the embedded default's shared cache: its atomic add/incr, as django-ratelimit counts
         counts = [_add_or_incr(backend, name, expiry) for name, expiry in zip(names, expiries, strict=True)]
     usages = tuple(
@@ -370,13 +406,17 @@ _COUNT_SHA = _sha(_COUNT_SCRIPT)
 _COUNT_AND_TRACK_SHA = _sha(_COUNT_AND_TRACK_SCRIPT)
 
 
-def _evalsha(client: Redis, script: str, sha: str, *, keys: list[str], args: Sequence[int | str | bytes]) -> list[int]:
+def _evalsha(
+    store: CounterStore, script: str, sha: str, *, keys: list[str], args: Sequence[int | str | bytes]
+) -> list[int]:
     """Run the count script in one round trip on the connection this thread keeps (tracker.redis_direct).
 
     A new or flushed server answers NOSCRIPT: EVAL then sends the script, which it caches. A client
     without a plain connection pool (Redis Cluster) goes through redis-py's Script as usual.
     """
-    if not redis_direct.supports(client):
+    client = store.redis
+    assert client is not None  # called for a Redis store only
+    if not store.standalone:
         return client.register_script(script)(keys=keys, args=args)
     try:
         return redis_direct.command(client, "EVALSHA", sha, len(keys), *keys, *args)

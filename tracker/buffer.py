@@ -24,6 +24,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django_redis import get_redis_connection
 from redis.exceptions import ResponseError
 from redis.lock import Lock
@@ -82,16 +84,33 @@ def dead_letter_key(shard: int) -> str:
     return _key(shard, "dead")
 
 
-_local_shard: tuple[int, int, int] | None = None  # (pid, shard count, shard)
+_local_shard: tuple[int, int, int, str] | None = None  # (pid, shard count, shard, its stream key)
 
 
 def local_shard() -> int:
     """The shard this process writes to: a stable hash of pod name and pid (recomputed after a fork)."""
+    return _local()[2]
+
+
+def local_stream_key() -> str:
+    """The stream this process appends to (once per request: worked out once per process)."""
+    return _local()[3]
+
+
+def _local() -> tuple[int, int, int, str]:
     global _local_shard
     pid, count = os.getpid(), shard_count()
     if _local_shard is None or _local_shard[:2] != (pid, count):
-        _local_shard = (pid, count, zlib.crc32(f"{settings.POD_NAME}:{pid}".encode()) % count)
-    return _local_shard[2]
+        shard = zlib.crc32(f"{settings.POD_NAME}:{pid}".encode()) % count
+        _local_shard = (pid, count, shard, stream_key(shard))
+    return _local_shard
+
+
+@receiver(setting_changed)
+def _forget_local_shard(*, setting: str, **kwargs: object) -> None:
+    global _local_shard
+    if setting in ("CACHES", "POD_NAME"):  # tests change the key prefix and the pod name
+        _local_shard = None
 
 
 def push(payloads: list[str] | list[bytes], *, shard: int | None = None) -> None:
@@ -100,7 +119,7 @@ def push(payloads: list[str] | list[bytes], *, shard: int | None = None) -> None
     Raises redis.RedisError if Redis is unreachable. No MAXLEN: trimming could drop events
     no drain has stored yet.
     """
-    client, stream = connection(), stream_key(local_shard() if shard is None else shard)
+    client, stream = connection(), local_stream_key() if shard is None else stream_key(shard)
     if len(payloads) == 1:
         if redis_direct.supports(client):  # the request path: one event, least CPU
             redis_direct.command(client, "XADD", stream, "*", FIELD, payloads[0])
