@@ -8,10 +8,12 @@ X-RateLimit-Limit / -Remaining / -Reset (Reset: Unix time in seconds, as GitHub'
 
 Deciding after the view: a view whose class sets `rate_limit_after_view = True` (read-only and cheap:
 the greeting and /stats, served from the process's cache) runs first on GET and HEAD; its response is
-then counted, decided and, unless refused, tracked by one Redis script, so a tracked request costs one
-round trip instead of two. A refused request still gets its 429 (the view's response is discarded),
-at the price of having run a cheap view. Elsewhere (other views, other methods, tracking off, Redis
-Cluster, the embedded default) the decision comes first, in process_view.
+then counted, decided and tracked by one Redis script, so a tracked request costs one round trip
+instead of two. A refused request still gets its 429 (the view's response is discarded), at the price
+of having run a cheap view; the same script buffers the 429's event and counts the refusal, so a
+refusal costs one round trip too (three before: the script, the 429's XADD, the refusal counter).
+Elsewhere (other views, other methods, tracking off, Redis Cluster, the embedded default) the
+decision comes first, in process_view.
 """
 
 import math
@@ -75,8 +77,8 @@ def may_decide_after_view(request: HttpRequest, view_func: Callable[..., Any]) -
 
 
 def decide_after_view(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    """Count, decide and buffer the served request's event in one round trip; the view's response,
-    or the refusal that replaces it (whose event the tracking middleware records)."""
+    """Count, decide and buffer the request's event in one round trip; the view's response, or the
+    refusal that replaces it (the script buffered the 429's event instead, and counted the refusal)."""
     event = tracked_event(request, response)
     decision = services.check_rate(
         endpoint=endpoint_name(request), client_ip=client_ip(request), event=event.to_json() if event else None

@@ -69,12 +69,16 @@ for i, key in ipairs(KEYS) do
 end
 return counts
 """
-# The same, deciding too, and appending the request's event to the tracking buffer unless it is refused:
-# KEYS = the counters, then the buffer stream; ARGV = their expiries, their limits, "1" to enforce (not a
-# dry run), the buffer's field name, the event. The reply is the counts, then 1 if the event was appended
-# (a refused request's event, a 429, is recorded by the tracking middleware instead).
+# The same, deciding too, and appending the request's event to the tracking buffer: KEYS = the counters,
+# then the buffer stream, then this minute's refusals counter; ARGV = their expiries, their limits, "1" to
+# enforce (not a dry run), the buffer's field name, the event, the refusals counter's expiry. The reply is
+# the counts, then 1 if the served event was appended, or 2 if the request was refused: then the event
+# appended is the 429's (the same request, status 429) and the refusal is counted, all in this one round
+# trip. The 429's JSON is the served one with its status fields replaced: Event.to_json writes
+# "status_code" and "is_error" next to each other, and the pattern, which starts with an unescaped quote,
+# cannot match inside a JSON string value.
 _COUNT_AND_TRACK_SCRIPT = """
-local n = #KEYS - 1
+local n = #KEYS - 2
 local counts = {}
 local refused = false
 for i = 1, n do
@@ -84,7 +88,11 @@ for i = 1, n do
   if count > tonumber(ARGV[n + i]) then refused = true end
 end
 if refused and ARGV[2 * n + 1] == '1' then
-  counts[n + 1] = 0
+  local refusal = string.gsub(
+    ARGV[2 * n + 3], '"status_code":%d+,"is_error":%a+', '"status_code":429,"is_error":false', 1)
+  redis.call('XADD', KEYS[n + 1], '*', ARGV[2 * n + 2], refusal)
+  if redis.call('INCR', KEYS[n + 2]) == 1 then redis.call('EXPIRE', KEYS[n + 2], ARGV[2 * n + 4]) end
+  counts[n + 1] = 2
 else
   redis.call('XADD', KEYS[n + 1], '*', ARGV[2 * n + 2], ARGV[2 * n + 3])
   counts[n + 1] = 1
@@ -129,7 +137,7 @@ class Decision:
     allowed: bool
     usages: tuple[Usage, ...] = ()
     shadow: bool = False  # a dry run applies to this endpoint (globally or by its rule)
-    event_buffered: bool = False  # the request's event was appended to the tracking buffer with the count
+    event_buffered: bool = False  # its event (a refusal's: the 429's) was appended to the buffer with the count
 
     @property
     def binding(self) -> Usage | None:
@@ -184,7 +192,8 @@ def check_rate(
     without a rule as "<other>".
 
     `event` (an encoded tracking event, see can_buffer_with_count) is appended to the tracking buffer
-    in the same script unless the request is refused: the decision's `event_buffered` says whether.
+    in the same script, or, if the request is refused, its 429's event (and the refusal is counted
+    there too): the decision's `event_buffered` says whether either was.
     """
     rules = rules_module.current_rules()
     rule = rules.rule_for(endpoint)
@@ -208,7 +217,7 @@ def check_rate(
     else:
         outcome = LIMITED
     _decisions(label, outcome).inc()
-    if outcome == LIMITED:
+    if outcome == LIMITED and not event_buffered:  # a refusal the script buffered, it also counted
         note_refusal()
     return Decision(
         endpoint=endpoint,
@@ -238,7 +247,8 @@ REFUSALS_KEEP_SECONDS = 3600
 def note_refusal(*, now: float | None = None) -> None:
     """Count a refusal in this minute's counter (for the admin console's "refusals now").
 
-    Only refused requests pay it: one pipelined INCR + EXPIRE on Redis. Not counted on the embedded
+    Only refused requests pay it: one pipelined INCR + EXPIRE on Redis (none for a cheap view refused
+    after it ran: the count script counts those in the same key). Not counted on the embedded
     default (no Redis), where every write to the shared SQLite cache would contend with the counters.
     Never raises.
     """
@@ -341,8 +351,9 @@ def count_request(
     """INCR every counter of one request in one round trip (atomic per counter); raises RedisError.
 
     With an `event` (only where can_buffer_with_count()), the same script appends it to this
-    process's tracking buffer shard unless a counter is over its limit and `enforce` is set.
-    Returns the usages and whether the event was buffered."""
+    process's tracking buffer shard; if a counter is over its limit and `enforce` is set, it appends
+    the 429's event instead and counts the refusal in this minute's counter (note_refusal's).
+    Returns the usages and whether an event was buffered."""
     now = int(time.time())
     names, expiries, windows = [], [], []
     for policy, rate in policies:
@@ -363,16 +374,16 @@ def count_request(
     backend = store.backend
     buffered = False
     if store.redis is not None and event is not None:
-        keys = [backend.make_key(n) for n in names] + [buffer.local_stream_key()]
+        keys = [backend.make_key(n) for n in names] + [buffer.local_stream_key(), _refusals_key(backend, now)]
         limits = [rate.limit for _, rate in policies]
         reply = _evalsha(
             store,
             _COUNT_AND_TRACK_SCRIPT,
             _COUNT_AND_TRACK_SHA,
             keys=keys,
-            args=[*expiries, *limits, int(enforce), buffer.FIELD, event],
+            args=[*expiries, *limits, int(enforce), buffer.FIELD, event, REFUSALS_KEEP_SECONDS],
         )
-        counts, buffered = reply[:-1], reply[-1] == 1
+        counts, buffered = reply[:-1], reply[-1] in (1, 2)
     elif store.redis is not None:
         keys = [backend.make_key(n) for n in names]
         counts = _evalsha(store, _COUNT_SCRIPT, _COUNT_SHA, keys=keys, args=expiries)
@@ -390,6 +401,20 @@ def count_request(
         for (policy, rate), count, window_end in zip(policies, counts, windows, strict=True)
     )
     return usages, buffered
+
+
+_minute_refusals: tuple[int, BaseCache, str] | None = None  # (minute, cache, its refusals key)
+
+
+def _refusals_key(backend: BaseCache, now: int) -> str:
+    """This minute's refusals counter (note_refusal's key), built once a minute: every tracked cheap
+    request passes it to the script, though only a refused one touches it."""
+    global _minute_refusals
+    minute = now // 60
+    memo = _minute_refusals
+    if memo is None or memo[0] != minute or memo[1] is not backend:
+        memo = _minute_refusals = (minute, backend, backend.make_key(refusals_key(minute)))
+    return memo[2]
 
 
 def _add_or_incr(backend: BaseCache, name: str, expiry: int) -> int:
