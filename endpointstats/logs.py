@@ -64,6 +64,15 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class RefusalFilter(logging.Filter):
+    """Drops django.request's warning for each 429. A client flooding over its limit would otherwise
+    write one log line per refused request; refusals are counted instead (the decisions metric, the
+    console's refusals per minute). Other 4xx and every 5xx are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "status_code", None) != 429
+
+
 class GunicornAccessFilter(ContextFilter):
     """gunicorn's access lines: the request id is the response header gunicorn logs as an atom."""
 
@@ -93,7 +102,7 @@ def logging_config(*, log_format: str, level: str) -> dict:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": ContextFilter}},
+        "filters": {"context": {"()": ContextFilter}, "refusals": {"()": RefusalFilter}},
         "formatters": {
             "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
             "json": {"()": json_formatter},
@@ -104,6 +113,7 @@ def logging_config(*, log_format: str, level: str) -> dict:
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             "django.db.backends": {"level": "WARNING"},
+            "django.request": {"filters": ["refusals"]},
             # The drain runs every second: its received/succeeded lines would drown everything else.
             "celery.app.trace": {"level": "WARNING"},
             "celery.worker.strategy": {"level": "WARNING"},

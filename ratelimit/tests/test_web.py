@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import threading
 import time
@@ -208,3 +209,17 @@ def test_an_ipv6_client_is_counted_per_64_network(client, settings):
     statuses = [client.get("/", REMOTE_ADDR=f"2001:db8:1:2::{n:x}").status_code for n in range(1, 4)]
 
     assert statuses == [200, 200, 429]
+
+
+def test_refusals_are_counted_not_logged_one_line_each(client, settings, client_ip_far_from_window_end, caplog):
+    settings.RATE_LIMITS = {"/": 1}
+    ip = client_ip_far_from_window_end(60)
+    limited_before = decisions("/", "limited")
+
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        statuses = [client.get("/", REMOTE_ADDR=ip).status_code for _ in range(3)]
+        statuses.append(client.get("/no/such/page", REMOTE_ADDR=ip).status_code)
+
+    assert statuses == [200, 429, 429, 404]
+    assert [record.status_code for record in caplog.records if record.name == "django.request"] == [404]
+    assert decisions("/", "limited") == limited_before + 2
