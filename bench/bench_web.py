@@ -1,12 +1,13 @@
 """The hot path against the framework floor: GET / and GET /stats (warm) on the web role, per component.
 
-Seven gunicorn servers run side by side with the same gunicorn settings (the web role's config,
+Eight gunicorn servers run side by side with the same gunicorn settings (the web role's config,
 2 sync workers): the floor (bench/floor.py: Django + DRF returning the same JSON, no middleware,
 no database, no Redis), the floor + round trip (the same, plus one bare Redis `PING` per request:
 the least any design pays that has each event in Redis before its response) and the web role in
 five configurations: everything on (tracking, rate limiting, request metrics: as deployed),
-tracking off, limiting off, metrics off, all off.
-Limits are raised so that nothing is refused (every decision still counts in Redis). Each round
+tracking off, limiting off, metrics off, all off; and on GET / everything on with a limit of 1,
+so that every request is refused (one client flooding over its limit). Elsewhere limits are raised
+so that nothing is refused (every decision still counts in Redis). Each round
 loads every (server, path) case once, starting one case further along each round, so drift on a
 shared machine spreads over all of them. Per case: req/s, p50/p99, and the CPU time per request
 of the gunicorn processes (/proc/<pid>/stat of master and workers) and of redis-server (INFO cpu).
@@ -56,6 +57,10 @@ CONFIGS = {
     "all off": (False, False, False),
 }
 COMPONENTS = {"tracking": "tracking off", "limiting": "limiting off", "metrics": "metrics off"}
+# All on, with a limit of 1 on "/": one client flooding over its limit, every request of the round a 429
+# (each still counted, tracked and answered with the rate-limit headers). Loaded on GET / only.
+REFUSED = "all on, refused"
+REFUSED_RULES = json.dumps({"/": 1, "/stats": 1_000_000_000, "default": 1_000_000_000})
 TARGET_FLOOR_SHARE = 0.50  # GET / and GET /stats all on: at least half the floor's req/s
 TARGET_P99_FACTOR = 2.0  # GET / all on: p99 at most twice the floor's
 TARGET_ON_OFF = 0.85  # all on at least 0.85x all off (the issue's); and at least 0.85x the floor + round trip
@@ -75,18 +80,18 @@ class Round(benchlib.LoadRound):
 
 
 def web_server(*, name: str, database_url: str, key_prefix: str, workdir: Path) -> benchlib.GunicornRole:
-    tracking, limiting, metrics = CONFIGS[name]
+    tracking, limiting, metrics = CONFIGS["all on" if name == REFUSED else name]
     return benchlib.GunicornRole(
         role="web",
         name="web",
-        label=name.replace(" ", "-"),
+        label=name.replace(" ", "-").replace(",", ""),
         tracking=tracking,
         database_url=database_url,
         key_prefix=key_prefix,
         workdir=workdir,
         env={
             "POD_NAME": "bench-web",
-            "RATE_LIMITS": RULES,
+            "RATE_LIMITS": REFUSED_RULES if name == REFUSED else RULES,
             # "/" is a prefix of every path: the limiter middleware stays, decides nothing.
             "RATELIMIT_EXEMPT_PATHS": "/health,/metrics" if limiting else "/",
             "REQUEST_METRICS_ENABLED": "true" if metrics else "false",
@@ -141,7 +146,8 @@ def main() -> int:
     database_url, redis_url = benchlib.require_env()
     bench_url = benchlib.bench_database_url(database_url)
     benchlib.migrate(bench_url)
-    prefixes = {name: benchlib.new_key_prefix("web-" + name.replace(" ", "-")) for name in [*CONFIGS, *BASELINES]}
+    names = [*CONFIGS, REFUSED, *BASELINES]
+    prefixes = {name: benchlib.new_key_prefix("web-" + name.replace(" ", "-").replace(",", "")) for name in names}
     benchlib.setup_django(database_url=bench_url, key_prefix=prefixes["all on"])
 
     from django.db import connection
@@ -159,7 +165,7 @@ def main() -> int:
     script.write_text(benchlib.WRK_REPORT_LUA)
     servers = {
         name: web_server(name=name, database_url=bench_url, key_prefix=prefixes[name], workdir=workdir)
-        for name in CONFIGS
+        for name in [*CONFIGS, REFUSED]
     }
     # Responses the all-on server gave to GET /, and how many more may have been in flight when
     # wrk stopped (served and tracked, but not counted by wrk).
@@ -185,6 +191,10 @@ def main() -> int:
             server_cpu_ms=1000 * (server.cpu_seconds() - cpu_before),
             redis_cpu_ms=1000 * (_redis_cpu_seconds() - redis_before),
         )
+        if name == REFUSED:  # every response a 429, but the first of a minute's window
+            if result.requests - result.non2xx > 2:
+                raise BenchError(f"{name}: {result.requests - result.non2xx} of {result.requests} requests admitted")
+            result = replace(result, failures=result.failures - result.non2xx)
         nonlocal tracked_responses, tracked_in_flight
         if name == "all on" and path == "/":
             tracked_responses += result.requests
@@ -208,6 +218,7 @@ def main() -> int:
                 redis_url=redis_url if name == FLOOR_ROUND_TRIP else "",
             )
         cases = [(name, path) for path in PATHS for name in [*BASELINES, *CONFIGS]]
+        cases += [(REFUSED, "/")] if use_wrk else []  # wrk tells 429s from failures; the Python client does not
         results = benchlib.interleaved_configs(
             servers,
             cases=cases,
@@ -295,7 +306,9 @@ def _report(results: dict[tuple[str, str], list[Round]], *, use_wrk: bool, sanit
             "| gunicorn CPU µs/req | redis CPU µs/req |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for name in [*BASELINES, *CONFIGS]:
+        for name in [*BASELINES, *CONFIGS, REFUSED]:
+            if (name, path) not in results:
+                continue
             rounds = results[(name, path)]
             rps = _median(rounds, "rps")
             lines.append(
@@ -327,6 +340,13 @@ def _report(results: dict[tuple[str, str], list[Round]], *, use_wrk: bool, sanit
             f"- all on beyond the floor + round trip: gunicorn {_cpu(on) - _cpu(round_trip):+.0f} µs/req, "
             f"redis {_redis(on) - _redis(round_trip):+.0f} µs/req"
         )
+        if (REFUSED, path) in results:
+            refused = results[(REFUSED, path)]
+            lines.append(
+                f"- a refused request (one client flooding over its limit, all on): gunicorn "
+                f"{_cpu(refused) - _cpu(on):+.0f} µs/req, redis {_redis(refused) - _redis(on):+.0f} µs/req against "
+                f"an admitted one, throughput x{_median(refused, 'rps') / _median(on, 'rps'):.2f}"
+            )
         lines.append("")
         share = _median(on, "rps") / floor_rps
         on_off = _median(on, "rps") / _median(all_off, "rps")

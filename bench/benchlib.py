@@ -295,6 +295,7 @@ class LoadRound:
     p99_ms: float
     failures: int  # non-2xx responses and socket errors
     server_cpu_ms: float = 0.0  # CPU time of the gunicorn processes during the round
+    non2xx: int = 0  # of the failures, the responses that came with a non-2xx status (wrk only)
 
     @property
     def rps(self) -> float:
@@ -340,6 +341,7 @@ def run_wrk(*, url: str, seconds: float, connections: int, script: Path, result_
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         failures=data["non2xx"] + data["socket_errors"],
+        non2xx=data["non2xx"],
     )
 
 
