@@ -36,6 +36,8 @@ class Event:
     endpoint: str
     occurred_at: datetime
     method: str = ""
+    # status_code then is_error, adjacent in to_json: the rate limiter's script rewrites the pair to
+    # turn a refused request's event into its 429's (ratelimit.services._COUNT_AND_TRACK_SCRIPT).
     status_code: int | None = None
     is_error: bool = False
     duration_ms: float | None = None
