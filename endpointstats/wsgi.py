@@ -7,3 +7,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "endpointstats.settings")
 
 application = get_wsgi_application()
+
+from endpointstats.requestcycle import skip_noop_cache_close  # noqa: E402 - needs Django set up
+
+skip_noop_cache_close()

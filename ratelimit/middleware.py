@@ -130,9 +130,7 @@ def unavailable() -> JsonResponse:
 
 def add_headers(response: HttpResponse, decision: Decision) -> None:
     """IETF draft-11 fields (one item per policy) and the X-RateLimit-* fields of the binding counter."""
-    response["RateLimit-Policy"] = ", ".join(
-        f'"{usage.policy}";q={usage.limit};w={usage.window_seconds}' for usage in decision.usages
-    )
+    response["RateLimit-Policy"] = decision.rule.policy_header
     response["RateLimit"] = ", ".join(
         f'"{usage.policy}";r={usage.remaining};t={usage.reset_after}' for usage in decision.usages
     )

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -69,6 +70,11 @@ class Rule:
         if self.burst is None:
             return (("endpoint", self.rate),)
         return (("endpoint", self.rate), ("burst", self.burst))
+
+    @cached_property  # set on every limited response: built once per rule, not per request
+    def policy_header(self) -> str:
+        """The RateLimit-Policy field (IETF draft-11): one item per counter, its quota and window."""
+        return ", ".join(f'"{policy}";q={rate.limit};w={rate.window_seconds}' for policy, rate in self.policies())
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,14 @@ def test_a_local_copy_never_outlives_the_shared_entry_it_came_from(settings):
     localcache.put("k", "value", shared_expires_at=time.time() - 1)  # the shared entry already expired
 
     assert localcache.get("k") is None
+
+
+@pytest.mark.parametrize("path", ["/", "/stats"])
+def test_the_hot_public_views_do_not_authenticate_nor_mind_credentials(client, path):
+    """Authentication is lazy on the hot paths (nothing reads request.user): it is never run, and a
+    request with credentials, even bogus ones, is served as any other."""
+    plain = client.get(path)
+    with_credentials = client.get(path, HTTP_AUTHORIZATION="Basic bm90OnZhbGlk")
+
+    assert plain.status_code == with_credentials.status_code == 200
+    assert not hasattr(plain.renderer_context["request"], "_user")
