@@ -11,14 +11,14 @@ Thread-safe for gthread workers: single dict operations are atomic in CPython.
 import time
 
 from django.conf import settings
-from django.core.cache import cache
 
 MAX_ENTRIES = 1000  # a handful of keys per prefix; a bound against unbounded prefixes (tests)
 _entries: dict[str, tuple[float, object]] = {}
 
 
 def key(name: str) -> str:
-    return f"{cache.key_prefix}:{name}"
+    # The default cache's KEY_PREFIX, read from the settings: the `cache` proxy costs more (asgiref's Local).
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:{name}"
 
 
 def get(name: str) -> object | None:

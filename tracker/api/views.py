@@ -3,6 +3,7 @@
 import socket
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
@@ -10,13 +11,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tracker import health, queries
-from tracker.api.renderers import FastJSONRenderer, JSONOnlyNegotiation
+from tracker.api.renderers import FastJSONRenderer, JSONOnlyNegotiation, json_response
 from tracker.api.serializers import HealthOutput, StatsOutput, WelcomeOutput
 
 
 class HotPublicView(APIView):
-    """A public, read-only hot path: plain dicts rendered by orjson (the serializers only describe
-    them in the schema), no authentication, served from the process's cache."""
+    """A public, read-only hot path: plain dicts rendered by orjson into a finished response (the
+    serializers only describe them in the schema), no authentication, served from the process's
+    cache. Errors still go through DRF (its exception handler, rendered by FastJSONRenderer)."""
 
     renderer_classes = [FastJSONRenderer]
     content_negotiation_class = JSONOnlyNegotiation
@@ -34,9 +36,9 @@ class WelcomeView(HotPublicView):
     """GET / : a greeting from the pod that served it."""
 
     @extend_schema(responses=WelcomeOutput)
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
         message, from_cache = queries.welcome_message()
-        return Response(
+        return json_response(
             {"message": message, "pod": settings.POD_NAME, "timestamp": timezone.now(), "from_cache": from_cache}
         )
 
@@ -45,9 +47,9 @@ class StatsView(HotPublicView):
     """GET /stats : per-endpoint counters, from the cache when warm (cached rows are JSON-ready dicts)."""
 
     @extend_schema(responses=StatsOutput)
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
         rows, from_cache = queries.endpoint_stats()
-        return Response({"endpoints": rows, "from_cache": from_cache})
+        return json_response({"endpoints": rows, "from_cache": from_cache})
 
 
 class HealthView(APIView):
