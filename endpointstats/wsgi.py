@@ -8,6 +8,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "endpointstats.settings")
 
 application = get_wsgi_application()
 
-from endpointstats.requestcycle import skip_noop_cache_close  # noqa: E402 - needs Django set up
+from endpointstats.requestcycle import trim_request_housekeeping  # noqa: E402 - needs Django set up
 
-skip_noop_cache_close()
+trim_request_housekeeping()
