@@ -63,7 +63,10 @@ REFUSED = "all on, refused"
 REFUSED_RULES = json.dumps({"/": 1, "/stats": 1_000_000_000, "default": 1_000_000_000})
 TARGET_FLOOR_SHARE = 0.50  # GET / and GET /stats all on: at least half the floor's req/s
 TARGET_P99_FACTOR = 2.0  # GET / all on: p99 at most twice the floor's
-TARGET_ON_OFF = 0.85  # all on at least 0.85x all off (the issue's); and at least 0.85x the floor + round trip
+# All on at least 0.85x the floor + one bare round trip: what tracking, limiting and metrics add beyond the one
+# round trip exact shared limits need costs at most 15%. The issue asked 0.85x all off, which no design with exact
+# shared limits can reach where one round trip alone costs more than 15% of a request (see the verdicts).
+TARGET_ON_OFF = 0.85
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,12 @@ def _redis(rounds: list[Round]) -> float:
     return _median(rounds, "redis_cpu_us_per_request")
 
 
+def _paired_ratios(rounds: list[Round], baselines: list[Round]) -> list[float]:
+    """req/s of each round over its baseline's in the same round (both loaded minutes apart at most):
+    drift of a shared machine cancels out of each pair."""
+    return [r.rps / b.rps for r, b in zip(rounds, baselines, strict=True)]
+
+
 def _report(results: dict[tuple[str, str], list[Round]], *, use_wrk: bool, sanity: str) -> str:
     loadgen = (
         f"wrk (1 thread, {CONNECTIONS} connections)"
@@ -350,12 +359,22 @@ def _report(results: dict[tuple[str, str], list[Round]], *, use_wrk: bool, sanit
         lines.append("")
         share = _median(on, "rps") / floor_rps
         on_off = _median(on, "rps") / _median(all_off, "rps")
-        on_round_trip = _median(on, "rps") / _median(round_trip, "rps")
+        ceiling = _median(round_trip, "rps") / _median(all_off, "rps")
+        paired = _paired_ratios(on, round_trip)
+        on_round_trip = benchlib.median(paired)
         verdicts.append(
             f"`GET {path}` all on: {100 * share:.0f}% of the floor (target ≥ {100 * TARGET_FLOOR_SHARE:.0f}%: "
-            f"**{'met' if share >= TARGET_FLOOR_SHARE else 'MISSED'}**); all on / all off {on_off:.2f} "
-            f"(target ≥ {TARGET_ON_OFF}: **{'met' if on_off >= TARGET_ON_OFF else 'MISSED'}**); all on / "
-            f"(floor + round trip) {on_round_trip:.2f} (≥ {TARGET_ON_OFF}: "
+            f"**{'met' if share >= TARGET_FLOOR_SHARE else 'MISSED'}**)"
+        )
+        verdicts.append(
+            f"`GET {path}` all on / all off {on_off:.2f} (the issue's ≥ {TARGET_ON_OFF}: "
+            f"**{'met' if on_off >= TARGET_ON_OFF else 'MISSED'}**). The ceiling of any design with exact shared "
+            f"limits, which must ask the shared counters before answering: the floor + one bare round trip / all off "
+            f"= {ceiling:.2f}; all on reaches {100 * on_off / ceiling:.0f}% of it"
+        )
+        verdicts.append(
+            f"`GET {path}` all on / (floor + round trip), per round: median {on_round_trip:.2f} "
+            f"({min(paired):.2f}-{max(paired):.2f}) (target ≥ {TARGET_ON_OFF}: "
             f"**{'met' if on_round_trip >= TARGET_ON_OFF else 'MISSED'}**)"
         )
         if path == "/":

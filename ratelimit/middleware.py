@@ -27,6 +27,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ratelimit import services
 from ratelimit.services import Decision
 from tracker.clients import client_ip
+from tracker.hotsettings import snapshot
 from tracker.middleware import endpoint_name, is_tracked, mark_recorded, tracked_event
 
 SAFE_METHODS = ("GET", "HEAD")
@@ -54,7 +55,8 @@ class RateLimitMiddleware:
         view_args: tuple[Any, ...],
         view_kwargs: dict[str, Any],
     ) -> HttpResponse | None:
-        if settings.ROLE != "web" or request.path.startswith(tuple(settings.RATELIMIT_EXEMPT_PATHS)):
+        exempt = exempt_paths()
+        if exempt is None or request.path.startswith(exempt):
             return None
         if may_decide_after_view(request, view_func):
             request.ratelimit_after_view = True  # type: ignore[attr-defined]  # read back in __call__
@@ -62,6 +64,13 @@ class RateLimitMiddleware:
         decision = services.check_rate(endpoint=endpoint_name(request), client_ip=client_ip(request))
         request.ratelimit_decision = decision  # type: ignore[attr-defined]  # read back in __call__
         return refusal(decision)
+
+
+@snapshot
+def exempt_paths() -> tuple[str, ...] | None:
+    """Path prefixes the web role does not limit (RATELIMIT_EXEMPT_PATHS); None in other roles, where this
+    middleware limits nothing (the limiter's /check decides for its callers)."""
+    return tuple(settings.RATELIMIT_EXEMPT_PATHS) if settings.ROLE == "web" else None
 
 
 def may_decide_after_view(request: HttpRequest, view_func: Callable[..., Any]) -> bool:

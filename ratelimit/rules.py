@@ -27,6 +27,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from tracker.hotsettings import snapshot
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_KEY = "default"
@@ -255,14 +257,19 @@ _store: RulesStore | None = None
 _store_lock = threading.Lock()
 
 
-def store() -> RulesStore:
-    """The process's RulesStore for the current settings (rebuilt if RATE_LIMITS* settings change)."""
-    global _store
-    config: dict[str, Any] = {
+@snapshot  # read on every decision
+def _store_config() -> dict[str, Any]:
+    return {
         "path": settings.RATE_LIMITS_FILE,
         "raw": settings.RATE_LIMITS,
         "reload_seconds": settings.RATE_LIMITS_RELOAD_SECONDS,
     }
+
+
+def store() -> RulesStore:
+    """The process's RulesStore for the current settings (rebuilt if RATE_LIMITS* settings change)."""
+    global _store
+    config = _store_config()
     current = _store
     if current is not None and current.configured_by(**config):
         return current

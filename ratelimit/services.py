@@ -51,6 +51,7 @@ from ratelimit.queries import refusals_key
 from ratelimit.rules import Rate, Rule
 from tracker import buffer, redis_direct
 from tracker.backoff import Backoff
+from tracker.hotsettings import snapshot
 from tracker.metrics import EVENTS_BUFFERED
 
 logger = logging.getLogger(__name__)
@@ -164,7 +165,26 @@ def client_key(ip: str | None) -> str:
     """
     if not ip:
         return UNKNOWN_CLIENT
-    return _client_key(ip, settings.RATELIMIT_IPV4_MASK, settings.RATELIMIT_IPV6_MASK)
+    config = limit_settings()
+    return _client_key(ip, config.ipv4_mask, config.ipv6_mask)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """What a decision reads per request (tracker.hotsettings)."""
+
+    shadow: bool
+    ipv4_mask: int
+    ipv6_mask: int
+
+
+@snapshot
+def limit_settings() -> LimitSettings:
+    return LimitSettings(
+        shadow=settings.RATELIMIT_SHADOW,
+        ipv4_mask=settings.RATELIMIT_IPV4_MASK,
+        ipv6_mask=settings.RATELIMIT_IPV6_MASK,
+    )
 
 
 @functools.lru_cache(maxsize=4096)  # parsing an address costs more than the rest of a decision's Python
@@ -197,7 +217,7 @@ def check_rate(
     """
     rules = rules_module.current_rules()
     rule = rules.rule_for(endpoint)
-    shadow = rule.shadow or settings.RATELIMIT_SHADOW
+    shadow = rule.shadow or limit_settings().shadow
     client = client_key(client_ip)
     label = endpoint if bounded_endpoint or rules.has_own_rule(endpoint) else OTHER_ENDPOINT
     counted = _count(endpoint=endpoint, client=client, rule=rule, event=event, enforce=not shadow)

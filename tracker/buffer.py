@@ -31,6 +31,7 @@ from redis.exceptions import ResponseError
 from redis.lock import Lock
 
 from tracker import redis_direct
+from tracker.hotsettings import snapshot
 
 GROUP = "drain"
 FIELD = b"e"  # each stream entry holds one encoded event under this field
@@ -66,6 +67,7 @@ def connection() -> Any:
     return get_redis_connection("default")
 
 
+@snapshot  # read on every tracked request
 def shard_count() -> int:
     return settings.BUFFER_SHARDS
 

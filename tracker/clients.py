@@ -6,6 +6,8 @@ import ipaddress
 from django.conf import settings
 from django.http import HttpRequest
 
+from tracker.hotsettings import snapshot
+
 
 def client_ip(request: HttpRequest) -> str | None:
     """The client's IP address.
@@ -16,13 +18,18 @@ def client_ip(request: HttpRequest) -> str | None:
     so sending your own X-Forwarded-For changes nothing.
     """
     address = request.META.get("REMOTE_ADDR") or None
-    hops = settings.TRUSTED_PROXY_COUNT
+    hops = trusted_proxy_count()
     if hops > 0:
         forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         forwarded = [part for part in forwarded if part]
         if len(forwarded) >= hops:
             address = forwarded[-hops]
     return address if is_ip_address(address) else None
+
+
+@snapshot
+def trusted_proxy_count() -> int:
+    return settings.TRUSTED_PROXY_COUNT
 
 
 def is_ip_address(value: str | None) -> bool:

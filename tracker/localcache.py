@@ -12,13 +12,20 @@ import time
 
 from django.conf import settings
 
+from tracker.hotsettings import snapshot
+
 MAX_ENTRIES = 1000  # a handful of keys per prefix; a bound against unbounded prefixes (tests)
 _entries: dict[str, tuple[float, object]] = {}
 
 
 def key(name: str) -> str:
+    return f"{key_prefix()}:{name}"
+
+
+@snapshot
+def key_prefix() -> str:
     # The default cache's KEY_PREFIX, read from the settings: the `cache` proxy costs more (asgiref's Local).
-    return f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:{name}"
+    return settings.CACHES["default"].get("KEY_PREFIX", "")
 
 
 def get(name: str) -> object | None:

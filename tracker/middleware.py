@@ -9,6 +9,7 @@ worker killed after answering loses nothing. Where the rate limiter decides afte
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -17,6 +18,7 @@ from django.utils import timezone
 from tracker import services
 from tracker.clients import client_ip
 from tracker.events import Event
+from tracker.hotsettings import snapshot
 from tracker.metrics import EVENTS_DROPPED
 
 logger = logging.getLogger(__name__)
@@ -45,12 +47,34 @@ class RequestTrackingMiddleware:
         return response
 
 
+@dataclass(frozen=True, slots=True)
+class TrackingSettings:
+    """What tracking reads per request (tracker.hotsettings)."""
+
+    enabled: bool
+    ignore_paths: tuple[str, ...]
+    ignore_user_agents: tuple[str, ...]
+    user_agent_max_length: int
+    pod_name: str
+
+
+@snapshot
+def tracking_settings() -> TrackingSettings:
+    return TrackingSettings(
+        enabled=settings.TRACKING_ENABLED,
+        ignore_paths=tuple(settings.TRACKING_IGNORE_PATHS),
+        ignore_user_agents=tuple(settings.TRACKING_IGNORE_USER_AGENTS),
+        user_agent_max_length=settings.TRACKING_USER_AGENT_MAX_LENGTH,
+        pod_name=settings.POD_NAME,
+    )
+
+
 def is_tracked(request: HttpRequest) -> bool:
     """Tracking is on and the request is not a probe or a scrape (TRACKING_IGNORE_* settings)."""
-    if not settings.TRACKING_ENABLED or request.path.startswith(tuple(settings.TRACKING_IGNORE_PATHS)):
+    config = tracking_settings()
+    if not config.enabled or request.path.startswith(config.ignore_paths):
         return False
-    user_agent = request.META.get("HTTP_USER_AGENT", "")
-    return not user_agent.startswith(tuple(settings.TRACKING_IGNORE_USER_AGENTS))
+    return not request.META.get("HTTP_USER_AGENT", "").startswith(config.ignore_user_agents)
 
 
 def tracked_event(request: HttpRequest, response: HttpResponse) -> Event | None:
@@ -76,6 +100,7 @@ def endpoint_name(request: HttpRequest) -> str:
 
 
 def request_event(request: HttpRequest, response: HttpResponse, duration_ms: float | None) -> Event:
+    config = tracking_settings()
     return Event(
         endpoint=endpoint_name(request)[:200],
         occurred_at=timezone.now(),
@@ -84,6 +109,6 @@ def request_event(request: HttpRequest, response: HttpResponse, duration_ms: flo
         is_error=response.status_code >= 500,
         duration_ms=round(duration_ms, 3) if duration_ms is not None else None,
         client_ip=client_ip(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", "")[: settings.TRACKING_USER_AGENT_MAX_LENGTH],
-        pod_name=settings.POD_NAME,
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[: config.user_agent_max_length],
+        pod_name=config.pod_name,
     )
